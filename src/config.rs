@@ -1,0 +1,154 @@
+//! The YAML configuration. Keys follow Gachix's where they mean the same.
+//!
+//! ```yaml
+//! log_level: info
+//! store:
+//!   path: /var/lib/grove
+//!   sign_private_key_path: /var/lib/grove/grove.key
+//!   key_name: cache.example.org-1
+//!   remotes: []
+//! server:
+//!   host: 127.0.0.1
+//!   port: 8080
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The file is not valid YAML for the schema (unknown keys included).
+    #[error("invalid config {0}: {1}")]
+    Parse(PathBuf, String),
+}
+
+/// The whole configuration; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter); `RUST_LOG` overrides.
+    pub log_level: Option<String>,
+    /// The store.
+    pub store: StoreConfig,
+    /// The HTTP server.
+    pub server: ServerConfig,
+}
+
+/// `store:` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The bare Git repository. Default: `$XDG_DATA_HOME/grove` (`~/.local/share/grove`).
+    pub path: Option<PathBuf>,
+    /// The cache's secret signing key. Default: `grove.key` inside the repository directory.
+    pub sign_private_key_path: Option<PathBuf>,
+    /// Name of a key `grove init` creates. Default: `grove-<hostname>-1`.
+    pub key_name: Option<String>,
+    /// Git peers.
+    pub remotes: Vec<String>,
+}
+
+/// `server:` keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// `Priority` in `/nix-cache-info` (lower is preferred by Nix).
+    pub priority: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            priority: 40,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        Self::parse(&text).map_err(|e| ConfigError::Parse(path.into(), e))
+    }
+
+    /// Parses config text; an empty document is the default config.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_saphyr::from_str(text)
+            .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
+    }
+
+    /// The repository path: `override_path`, else `store.path`, else the default.
+    pub fn store_path(&self, override_path: Option<&Path>) -> PathBuf {
+        override_path
+            .map(Path::to_path_buf)
+            .or_else(|| self.store.path.clone())
+            .unwrap_or_else(default_store_path)
+    }
+
+    /// The secret key path for a store at `store`.
+    pub fn key_path(&self, store: &Path) -> PathBuf {
+        self.store
+            .sign_private_key_path
+            .clone()
+            .unwrap_or_else(|| store.join("grove.key"))
+    }
+
+    /// The name for a newly generated key.
+    pub fn key_name(&self) -> String {
+        self.store.key_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!("grove-{}-1", if host.is_empty() { "local" } else { host })
+        })
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("grove")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_gachix_style_keys() {
+        let c = Config::parse(
+            "log_level: debug\nstore:\n  path: /srv/g\n  sign_private_key_path: /k\n  remotes: [\"file:///x\"]\nserver:\n  host: 0.0.0.0\n  port: 9000\n",
+        )
+        .unwrap();
+        assert_eq!(c.store_path(None), PathBuf::from("/srv/g"));
+        assert_eq!(c.key_path(Path::new("/srv/g")), PathBuf::from("/k"));
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.store.remotes, vec!["file:///x"]);
+        assert_eq!(c.store_path(Some(Path::new("/o"))), PathBuf::from("/o"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("store:\n  pathh: /x\n").unwrap_err();
+        assert!(err.contains("pathh"), "{err}");
+        let err = Config::parse("bogus: 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(Config::parse("").is_ok());
+    }
+}

@@ -1,0 +1,15 @@
+//! Grove: a Nix binary cache whose store is a Git repository.
+//!
+//! Data flows one way: a request (CLI, HTTP, FUSE) goes through the read path in [`store`] to Git.
+
+pub mod cli;
+pub mod config;
+pub mod export;
+pub mod filecache;
+pub mod hash;
+pub mod localnix;
+pub mod nar;
+pub mod narinfo;
+pub mod signing;
+pub mod store;
+pub mod store_path;
