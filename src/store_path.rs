@@ -29,8 +29,24 @@ pub enum StorePathError {
 }
 
 /// The 20-byte digest that names a store path (its first 32 characters).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Ordered as Nix orders the printed hashes: nix32 writes the digest as a little-endian number
+/// from its most significant end with an ascending alphabet, so text order is the order of the
+/// bytes compared from the last.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StoreHash(pub [u8; 20]);
+
+impl Ord for StoreHash {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.iter().rev().cmp(other.0.iter().rev())
+    }
+}
+
+impl PartialOrd for StoreHash {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl StoreHash {
     /// The digest as Nix prints it: 32 characters of Nix base32.
@@ -160,6 +176,25 @@ mod tests {
         assert_eq!(p.name(), "nix-2.8.1");
         assert_eq!(p.hash().to_string(), "0q43idch209zsdngl8yl79x0y79aajib");
         assert_eq!(p.to_string(), P);
+    }
+
+    #[test]
+    fn order_is_text_order() {
+        let mut texts: Vec<String> = (0..200u32)
+            .map(|i| {
+                let mut d = [0u8; 20];
+                d[..4].copy_from_slice(&i.wrapping_mul(2654435761).to_le_bytes());
+                d[19] = (i % 7) as u8;
+                format!("/nix/store/{}-n{}", StoreHash(d), i % 3)
+            })
+            .collect();
+        let mut paths: Vec<StorePath> = texts.iter().map(|t| t.parse().unwrap()).collect();
+        texts.sort();
+        paths.sort();
+        assert_eq!(
+            paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            texts
+        );
     }
 
     #[test]
