@@ -28,6 +28,24 @@ fn info_for(nar: &[u8], name: &str) -> PathInfo {
     }
 }
 
+/// Imports `nar` as `info` and synthesises it back from Git.
+fn through_git(store: &Store, info: &PathInfo, nar: &[u8]) -> Vec<u8> {
+    let mut imp = store.importer();
+    assert!(
+        imp.add(info, &mut &nar[..]).unwrap(),
+        "path was present already"
+    );
+    imp.commit().unwrap();
+    let entry = store.get(&info.path.hash()).unwrap().unwrap();
+    assert_eq!(
+        store.hash_nar(&entry.root).unwrap(),
+        (info.nar_hash, info.nar_size)
+    );
+    let mut back = Vec::new();
+    store.write_nar(&entry.root, &mut back).unwrap();
+    back
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -41,15 +59,8 @@ proptest! {
         prop_assert!(ours == nix_dump(&root), "dump_path differs from nix-store --dump");
 
         let store = Store::init(&dir.path().join("repo")).unwrap();
-        let info = info_for(&ours, "t");
-        let mut imp = store.importer();
-        prop_assert!(imp.add(&info, &mut &ours[..]).unwrap());
-        imp.commit().unwrap();
-        let entry = store.get(&info.path.hash()).unwrap().unwrap();
-        let mut back = Vec::new();
-        store.write_nar(&entry.root, &mut back).unwrap();
+        let back = through_git(&store, &info_for(&ours, "t"), &ours);
         prop_assert!(back == ours, "NAR from Git differs");
-        prop_assert_eq!(store.hash_nar(&entry.root).unwrap(), (info.nar_hash, info.nar_size));
     }
 }
 
