@@ -428,7 +428,8 @@ fn file_caches_in_every_compression() {
 #[test]
 fn bad_file_caches_change_nothing() {
     let env = Env::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut NarInfo)>, &str)> = vec![
+    type Tweak = Box<dyn Fn(&mut NarInfo)>;
+    let cases: Vec<(&str, Tweak, &str)> = vec![
         (
             "xz",
             Box::new(|n| n.info.nar_hash = NarHash::of(b"other")),
