@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::narinfo::{NarInfo, PathInfo};
+use crate::narinfo::PathInfo;
+use crate::readpath::{narinfo_for, Compression, ReadPath};
 use crate::signing::SecretKey;
 use crate::store::{Entry, Importer, Store};
-use crate::{export, filecache, localnix, nar};
+use crate::{export, filecache, http, localnix, nar};
 
 /// Grove: a Nix binary cache whose store is a Git repository.
 #[derive(Debug, Parser)]
@@ -83,7 +84,8 @@ pub enum Command {
     },
     /// Re-hash every path from Git and compare it with its recorded NarHash and NarSize.
     Verify,
-    /// Serve the store to Nix over HTTP (creates the store and key when missing).
+    /// Serve the store to Nix over HTTP: a substituter and, with server.write_token, an upload
+    /// target for `nix copy --to` (creates the store and key when missing).
     Serve {
         /// Address to listen on (overrides server.host and server.port).
         #[arg(long, value_name = "ADDR")]
@@ -144,7 +146,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let store = Store::open(&store_path)?;
             let entry = store.require(&path)?;
             let key = load_key(&key_path)?;
-            print!("{}", narinfo_for(entry.info, &key).render());
+            print!("{}", narinfo_for(entry, &key, Compression::None).render());
         }
         Command::List => {
             let mut out = BufWriter::new(io::stdout().lock());
@@ -169,7 +171,17 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!("Add these lines to nix.conf to use this cache:");
             println!("substituters = http://{addr}");
             println!("trusted-public-keys = {}", key.public());
-            eprintln!("HTTP serving is not built yet: the store and key are ready; `grove serve` will listen on {addr}.");
+            let server = &config.server;
+            let options = http::Options {
+                priority: server.priority,
+                read_token: server.read_token.clone(),
+                write_token: server.write_token.clone(),
+            };
+            http::run(
+                ReadPath::open(&store_path, key, server.compression)?,
+                options,
+                &addr,
+            )?;
         }
     }
     Ok(())
@@ -227,18 +239,6 @@ fn load_key(path: &Path) -> Result<SecretKey> {
     })?;
     text.parse()
         .with_context(|| format!("bad signing key in {}", path.display()))
-}
-
-/// The narinfo Grove serves for a path: uncompressed NAR at `nar/<hash>.nar`, signed with `key`.
-pub fn narinfo_for(mut info: PathInfo, key: &SecretKey) -> NarInfo {
-    info.sign(key);
-    NarInfo {
-        url: Some(format!("nar/{}.nar", info.path.hash())),
-        compression: Some("none".into()),
-        file_hash: Some(info.nar_hash),
-        file_size: Some(info.nar_size),
-        info,
-    }
 }
 
 fn progress(len: u64, bytes: bool) -> ProgressBar {

@@ -10,6 +10,10 @@
 //! server:
 //!   host: 127.0.0.1
 //!   port: 8080
+//!   priority: 40
+//!   compression: none
+//!   read_token: null
+//!   write_token: s3cret
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -63,6 +67,13 @@ pub struct ServerConfig {
     pub port: u16,
     /// `Priority` in `/nix-cache-info` (lower is preferred by Nix).
     pub priority: u32,
+    /// How served NARs are compressed: `none` (default), `zstd` or `xz`.
+    pub compression: crate::readpath::Compression,
+    /// Token clients must present to read (HTTP Basic password or Bearer); reads are public
+    /// without one.
+    pub read_token: Option<String>,
+    /// Token clients must present to upload; uploads are refused without one.
+    pub write_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +82,9 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             priority: 40,
+            compression: Default::default(),
+            read_token: None,
+            write_token: None,
         }
     }
 }

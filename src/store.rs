@@ -321,7 +321,7 @@ impl Store {
 }
 
 /// The file modes Grove stores; anything else in a tree is corruption.
-fn mode_of(raw: i32) -> Option<FileMode> {
+pub(crate) fn mode_of(raw: i32) -> Option<FileMode> {
     [
         FileMode::Tree,
         FileMode::Blob,

@@ -1,0 +1,188 @@
+//! The one read path: every front end (HTTP, FUSE, CLI) resolves store paths, narinfo, NARs and
+//! NAR byte ranges here, on pooled Git handles.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::listing::NarListing;
+use crate::narinfo::NarInfo;
+use crate::signing::SecretKey;
+use crate::store::{Entry, Store, StoreError};
+use crate::store_path::StoreHash;
+
+/// How served NARs are compressed (what narinfo advertises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain NARs, with `Content-Length` and byte ranges.
+    #[default]
+    None,
+    /// zstd-compressed NARs (`.nar.zst`).
+    Zstd,
+    /// xz-compressed NARs (`.nar.xz`).
+    Xz,
+}
+
+impl Compression {
+    /// The narinfo `Compression` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+        }
+    }
+
+    /// The file extension after `.nar`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ".zst",
+            Compression::Xz => ".xz",
+        }
+    }
+
+    /// The compression a NAR URL's extension names.
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        [Compression::None, Compression::Zstd, Compression::Xz]
+            .into_iter()
+            .find(|c| c.extension() == ext)
+    }
+}
+
+/// Shared, thread-safe access to one store.
+pub struct ReadPath {
+    path: PathBuf,
+    handles: Mutex<Vec<Store>>,
+    key: SecretKey,
+    compression: Compression,
+}
+
+impl ReadPath {
+    /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
+    pub fn open(path: &Path, key: SecretKey, compression: Compression) -> Result<Self, StoreError> {
+        let first = Store::open(path)?;
+        Ok(ReadPath {
+            path: path.to_path_buf(),
+            handles: Mutex::new(vec![first]),
+            key,
+            compression,
+        })
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// Runs `f` on a Git handle from the pool (opening one only when all are busy).
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let store = self.handles.lock().expect("pool poisoned").pop();
+        let store = match store {
+            Some(s) => s,
+            None => Store::open(&self.path)?,
+        };
+        let result = f(&store);
+        self.handles.lock().expect("pool poisoned").push(store);
+        result
+    }
+
+    /// Looks a path up.
+    pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
+        self.with_store(|s| s.get(hash))
+    }
+
+    /// The signed narinfo of a path, pointing at the NAR URL this cache serves.
+    pub fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, StoreError> {
+        Ok(self
+            .entry(hash)?
+            .map(|e| narinfo_for(e, &self.key, self.compression)))
+    }
+
+    /// Writes bytes `start..end` of a path's NAR to `out` without building the rest in memory.
+    pub fn write_nar_range(
+        &self,
+        entry: &Entry,
+        start: u64,
+        end: u64,
+        out: &mut dyn Write,
+    ) -> Result<(), StoreError> {
+        let mut w = RangeWriter {
+            out,
+            skip: start,
+            left: end.saturating_sub(start),
+        };
+        match self.with_store(|s| s.write_nar(&entry.root, &mut w)) {
+            Err(StoreError::Io(e)) | Err(StoreError::Nar(crate::nar::NarError::Io(e)))
+                if is_range_done(&e) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The `.ls` listing of a path.
+    pub fn listing(&self, entry: &Entry) -> Result<NarListing, StoreError> {
+        self.with_store(|s| s.listing(&entry.root))
+    }
+}
+
+/// The narinfo served for a path: its NAR at `nar/<hash>.nar[.ext]`, signed with `key` (other
+/// signatures kept).
+pub fn narinfo_for(entry: Entry, key: &SecretKey, compression: Compression) -> NarInfo {
+    let mut info = entry.info;
+    info.sign(key);
+    let plain = compression == Compression::None;
+    NarInfo {
+        url: Some(format!(
+            "nar/{}.nar{}",
+            info.path.hash(),
+            compression.extension()
+        )),
+        compression: Some(compression.name().into()),
+        file_hash: plain.then_some(info.nar_hash),
+        file_size: plain.then_some(info.nar_size),
+        info,
+    }
+}
+
+const RANGE_DONE: &str = "grove: requested range written";
+
+fn is_range_done(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Other && e.to_string() == RANGE_DONE
+}
+
+/// Passes on only a window of what is written, and stops the writer once the window is full.
+struct RangeWriter<'a> {
+    out: &'a mut dyn Write,
+    skip: u64,
+    left: u64,
+}
+
+impl Write for RangeWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(io::Error::other(RANGE_DONE));
+        }
+        let n = buf.len() as u64;
+        if self.skip >= n {
+            self.skip -= n;
+            return Ok(buf.len());
+        }
+        let from = self.skip as usize;
+        self.skip = 0;
+        let take = (buf.len() - from).min(self.left.min(usize::MAX as u64) as usize);
+        self.out.write_all(&buf[from..from + take])?;
+        self.left -= take as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
