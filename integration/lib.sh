@@ -48,3 +48,25 @@ check() {
 }
 
 fail() { echo "assertion failed: $*" >&2; return 1; }
+
+# start_grove NAME STORE [CONFIG]: serves STORE on a free loopback port in the background;
+# sets ${NAME}_URL, ${NAME}_KEY and ${NAME}_PID.
+start_grove() {
+  local name=$1 store=$2 config=${3:-}
+  local out=$WORK/$name.out err=$WORK/$name.err
+  local args=(--store "$store"); [[ -n $config ]] && args=(-c "$config" "${args[@]}")
+  "$GROVE_BIN" "${args[@]}" serve --listen 127.0.0.1:0 >"$out" 2>"$err" &
+  local pid=$!
+  for _ in $(seq 100); do
+    grep -q '^trusted-public-keys' "$out" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$err" >&2; return 1; }
+    sleep 0.1
+  done
+  printf -v "${name}_PID" '%s' "$pid"
+  printf -v "${name}_URL" '%s' "$(sed -n 's/^substituters = //p' "$out")"
+  printf -v "${name}_KEY" '%s' "$(sed -n 's/^trusted-public-keys = //p' "$out")"
+  local code; code=$(curl -s -o /dev/null -w '%{http_code}' "$(sed -n 's/^substituters = //p' "$out")/nix-cache-info")
+  [[ $code != 000 ]] || { cat "$err" >&2; return 1; }
+}
+
+stop_grove() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }

@@ -168,20 +168,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 store_path.display(),
                 Store::open(&store_path)?.list()?.len()
             );
-            eprintln!("Add these lines to nix.conf to use this cache:");
-            println!("substituters = http://{addr}");
-            println!("trusted-public-keys = {}", key.public());
             let server = &config.server;
             let options = http::Options {
                 priority: server.priority,
                 read_token: server.read_token.clone(),
                 write_token: server.write_token.clone(),
             };
-            http::run(
-                ReadPath::open(&store_path, key, server.compression)?,
-                options,
-                &addr,
-            )?;
+            let public = key.public();
+            let read = ReadPath::open(&store_path, key, server.compression)?;
+            http::run(read, options, &addr, |bound| {
+                eprintln!(
+                    "serving on http://{bound}; add these lines to nix.conf to use this cache:"
+                );
+                println!("substituters = http://{bound}");
+                println!("trusted-public-keys = {public}");
+            })?;
         }
     }
     Ok(())

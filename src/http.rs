@@ -263,9 +263,12 @@ impl Server {
         if method != Method::GET && method != Method::HEAD {
             return Err(Reject::Method);
         }
-        let read_ok = self.authorized(&req, self.options.read_token.as_deref())
-            || (self.options.read_token.is_some()
-                && self.authorized(&req, self.options.write_token.as_deref()));
+        let opts = &self.options;
+        let read_ok = self.authorized(&req, opts.read_token.as_deref())
+            || opts
+                .write_token
+                .as_deref()
+                .is_some_and(|w| self.authorized(&req, Some(w)));
         if !read_ok {
             return Err(Reject::Unauthorized);
         }
@@ -637,8 +640,13 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Runs the server on `addr` until SIGINT or SIGTERM.
-pub fn run(read: ReadPath, options: Options, addr: &str) -> anyhow::Result<()> {
+/// Runs the server on `addr` until SIGINT or SIGTERM; `on_bound` is told the bound address.
+pub fn run(
+    read: ReadPath,
+    options: Options,
+    addr: &str,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -647,7 +655,7 @@ pub fn run(read: ReadPath, options: Options, addr: &str) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("serving on http://{}", listener.local_addr()?);
+        on_bound(listener.local_addr()?);
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
