@@ -116,9 +116,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public());
         }
         Command::Add { paths } => add(&Store::open(&store_path)?, &paths)?,
-        Command::Import {
-            cache: Some(dir), ..
-        } => import_cache(&Store::open(&store_path)?, &dir)?,
+        Command::Import { cache: Some(dir), .. } => import_cache(&Store::open(&store_path)?, &dir)?,
         Command::Import { file, .. } => import_export(&Store::open(&store_path)?, file.as_deref())?,
         Command::Nar { path } => {
             let store = Store::open(&store_path)?;
@@ -129,10 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Export { closure, paths } => {
             let store = Store::open(&store_path)?;
-            let entries = paths
-                .iter()
-                .map(|p| store.require(p))
-                .collect::<Result<Vec<_>, _>>()?;
+            let entries = paths.iter().map(|p| store.require(p)).collect::<Result<Vec<_>, _>>()?;
             let entries = if closure {
                 store.closure(&entries)?
             } else {
@@ -161,8 +156,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify => verify(&Store::open(&store_path)?)?,
         Command::Serve { listen } => {
             let key = init_store(&store_path, &key_path, &config)?;
-            let addr =
-                listen.unwrap_or_else(|| format!("{}:{}", config.server.host, config.server.port));
+            let addr = listen.unwrap_or_else(|| format!("{}:{}", config.server.host, config.server.port));
             eprintln!(
                 "store: {} ({} paths)",
                 store_path.display(),
@@ -175,11 +169,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 write_token: server.write_token.clone(),
             };
             let public = key.public();
-            let read = ReadPath::open(&store_path, key, server.compression)?;
+            let read = ReadPath::open(&store_path, key, server.compression)?.with_nar_cache(server.nar_cache_mib << 20);
             http::run(read, options, &addr, |bound| {
-                eprintln!(
-                    "serving on http://{bound}; add these lines to nix.conf to use this cache:"
-                );
+                eprintln!("serving on http://{bound}; add these lines to nix.conf to use this cache:");
                 println!("substituters = http://{bound}");
                 println!("trusted-public-keys = {public}");
             })?;
@@ -200,13 +192,11 @@ fn init_logging(level: Option<&str>) {
 
 /// Creates the store if needed and the key if missing (mode 0600); returns the key.
 fn init_store(store_path: &Path, key_path: &Path, config: &Config) -> Result<SecretKey> {
-    Store::init(store_path)
-        .with_context(|| format!("creating store at {}", store_path.display()))?;
+    Store::init(store_path).with_context(|| format!("creating store at {}", store_path.display()))?;
     if key_path.exists() {
         return load_key(key_path);
     }
-    let key = SecretKey::generate(&config.key_name())
-        .map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
+    let key = SecretKey::generate(&config.key_name()).map_err(|e| anyhow::anyhow!("generating a signing key: {e}"))?;
     write_secret(key_path, &key.to_string())?;
     eprintln!("created signing key {}", key_path.display());
     Ok(key)
@@ -232,12 +222,8 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
 }
 
 fn load_key(path: &Path) -> Result<SecretKey> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read signing key {} (run 'grove init')",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read signing key {} (run 'grove init')", path.display()))?;
     text.parse()
         .with_context(|| format!("bad signing key in {}", path.display()))
 }
@@ -260,10 +246,7 @@ fn add(store: &Store, args: &[String]) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let infos = filecache::sort_by_references(localnix::query_closure(&roots)?, |i| i);
     let mut imp = store.importer();
-    let todo: Vec<&PathInfo> = infos
-        .iter()
-        .filter(|i| !imp.has(&i.path).unwrap_or(false))
-        .collect();
+    let todo: Vec<&PathInfo> = infos.iter().filter(|i| !imp.has(&i.path).unwrap_or(false)).collect();
     let bar = progress(todo.iter().map(|i| i.nar_size).sum(), true);
     for info in &todo {
         bar.set_message(info.path.name().to_string());
@@ -290,10 +273,7 @@ fn add_from_disk(imp: &mut Importer<'_>, info: &PathInfo, bar: &ProgressBar) -> 
             nar::dump_path(&disk, &mut w)?;
             w.flush().map_err(nar::NarError::Io)
         });
-        let added = imp.add(
-            info,
-            &mut bar.wrap_read(BufReader::with_capacity(1 << 18, reader)),
-        );
+        let added = imp.add(info, &mut bar.wrap_read(BufReader::with_capacity(1 << 18, reader)));
         let dumped = dumper.join().expect("dump thread panicked");
         dumped?;
         Ok(added?)

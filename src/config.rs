@@ -14,6 +14,7 @@
 //!   compression: none
 //!   read_token: null
 //!   write_token: s3cret
+//!   nar_cache_mib: 256
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub struct ServerConfig {
     pub read_token: Option<String>,
     /// Token clients must present to upload; uploads are refused without one.
     pub write_token: Option<String>,
+    /// MiB of memory for whole synthesised NARs kept for the next request (0 keeps none).
+    pub nar_cache_mib: usize,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             compression: Default::default(),
             read_token: None,
             write_token: None,
+            nar_cache_mib: 256,
         }
     }
 }
@@ -101,8 +105,7 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_saphyr::from_str(text)
-            .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
+        serde_saphyr::from_str(text).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
     }
 
     /// The repository path: `override_path`, else `store.path`, else the default.

@@ -54,12 +54,7 @@ pub fn write(store: &Store, entries: &[Entry], out: &mut dyn Write) -> Result<()
         for r in &e.info.references {
             write_token(out, r.to_string().as_bytes())?;
         }
-        let deriver = e
-            .info
-            .deriver
-            .as_ref()
-            .map(|d| d.to_string())
-            .unwrap_or_default();
+        let deriver = e.info.deriver.as_ref().map(|d| d.to_string()).unwrap_or_default();
         write_token(out, deriver.as_bytes())?;
         out.write_all(&0u64.to_le_bytes())?;
     }
@@ -76,9 +71,7 @@ fn read_u64(r: &mut dyn Read) -> Result<u64, ExportError> {
 fn read_string(r: &mut dyn Read, max: u64) -> Result<String, ExportError> {
     let len = read_u64(r)?;
     if len > max {
-        return Err(ExportError::Format(format!(
-            "string of {len} bytes is too long"
-        )));
+        return Err(ExportError::Format(format!("string of {len} bytes is too long")));
     }
     let mut b = vec![0u8; (len + padding(len)) as usize];
     r.read_exact(&mut b)?;
@@ -106,27 +99,19 @@ pub fn read(
         match read_u64(input)? {
             0 => return Ok(paths),
             1 => {}
-            n => {
-                return Err(ExportError::Format(format!(
-                    "expected 0 or 1 before a path, found {n}"
-                )))
-            }
+            n => return Err(ExportError::Format(format!("expected 0 or 1 before a path, found {n}"))),
         }
         let contents = importer.write_contents(input).map_err(|e| match e {
             StoreError::Nar(NarError::Truncated) => ExportError::Truncated,
             e => e.into(),
         })?;
         if read_u64(input)? != EXPORT_MAGIC {
-            return Err(ExportError::Format(
-                "missing 'NIXE' marker after a NAR".into(),
-            ));
+            return Err(ExportError::Format("missing 'NIXE' marker after a NAR".into()));
         }
         let path = read_path(input)?;
         let count = read_u64(input)?;
         if count > 1 << 20 {
-            return Err(ExportError::Format(format!(
-                "{count} references is implausible"
-            )));
+            return Err(ExportError::Format(format!("{count} references is implausible")));
         }
         let references = (0..count)
             .map(|_| read_path(input))

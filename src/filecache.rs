@@ -28,10 +28,7 @@ pub enum CacheError {
 }
 
 /// Decompresses a NAR as the narinfo's `Compression` says.
-pub fn decompressor<'a>(
-    compression: Option<&str>,
-    input: impl Read + 'a,
-) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decompressor<'a>(compression: Option<&str>, input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression.unwrap_or("none") {
         "none" | "" => Box::new(input),
         "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
@@ -54,8 +51,7 @@ pub fn read_narinfos(dir: &Path) -> Result<Vec<NarInfo>, CacheError> {
         let p = entry.map_err(|e| io_err(dir, e))?.path();
         if p.extension().is_some_and(|x| x == "narinfo") {
             let text = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
-            let ni = NarInfo::parse(&text)
-                .map_err(|e| CacheError::NarInfo(p.display().to_string(), e))?;
+            let ni = NarInfo::parse(&text).map_err(|e| CacheError::NarInfo(p.display().to_string(), e))?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             if stem != ni.info.path.hash().to_string() {
                 return Err(CacheError::Invalid(
@@ -71,10 +67,7 @@ pub fn read_narinfos(dir: &Path) -> Result<Vec<NarInfo>, CacheError> {
 
 /// Orders path infos so every path comes after the references it has among them.
 pub fn sort_by_references<T>(items: Vec<T>, info: impl Fn(&T) -> &PathInfo) -> Vec<T> {
-    let mut by_hash: BTreeMap<StoreHash, T> = items
-        .into_iter()
-        .map(|t| (info(&t).path.hash(), t))
-        .collect();
+    let mut by_hash: BTreeMap<StoreHash, T> = items.into_iter().map(|t| (info(&t).path.hash(), t)).collect();
     let keys: Vec<StoreHash> = by_hash.keys().copied().collect();
     let mut order = Vec::with_capacity(keys.len());
     let mut state: BTreeMap<StoreHash, bool> = BTreeMap::new(); // false: visiting, true: done
@@ -100,55 +93,39 @@ pub fn sort_by_references<T>(items: Vec<T>, info: impl Fn(&T) -> &PathInfo) -> V
             }
         }
     }
-    order
-        .into_iter()
-        .filter_map(|h| by_hash.remove(&h))
-        .collect()
+    order.into_iter().filter_map(|h| by_hash.remove(&h)).collect()
 }
 
 /// Imports one narinfo's NAR from the cache at `dir`, checking FileHash/FileSize when given and
 /// NarHash/NarSize always. Returns whether the path was new.
-pub fn import_one(
-    importer: &mut Importer<'_>,
-    dir: &Path,
-    ni: &NarInfo,
-) -> Result<bool, CacheError> {
+pub fn import_one(importer: &mut Importer<'_>, dir: &Path, ni: &NarInfo) -> Result<bool, CacheError> {
     let what = ni.info.path.to_string();
     let url = ni
         .url
         .as_deref()
         .ok_or_else(|| CacheError::Invalid(what.clone(), "narinfo has no URL".into()))?;
     if url.starts_with('/') || url.split('/').any(|c| c == "..") {
-        return Err(CacheError::Invalid(
-            what,
-            format!("URL '{url}' leaves the cache"),
-        ));
+        return Err(CacheError::Invalid(what, format!("URL '{url}' leaves the cache")));
     }
     let file_path = dir.join(url);
-    let file =
-        File::open(&file_path).map_err(|e| CacheError::Io(file_path.display().to_string(), e))?;
+    let file = File::open(&file_path).map_err(|e| CacheError::Io(file_path.display().to_string(), e))?;
     let mut tee = TeeHash {
         inner: BufReader::new(file),
         hash: HashingWriter::new(),
     };
     let io_err = |e: io::Error| CacheError::Io(file_path.display().to_string(), e);
     let new = {
-        let mut nar =
-            BufReader::new(decompressor(ni.compression.as_deref(), &mut tee).map_err(io_err)?);
+        let mut nar = BufReader::new(decompressor(ni.compression.as_deref(), &mut tee).map_err(io_err)?);
         let new = importer.add(&ni.info, &mut nar)?;
         let mut rest = [0u8; 1];
         if nar.read(&mut rest).map_err(io_err)? != 0 {
-            return Err(CacheError::Invalid(
-                what,
-                "trailing data after the NAR".into(),
-            ));
+            return Err(CacheError::Invalid(what, "trailing data after the NAR".into()));
         }
         new
     };
     io::copy(&mut tee, &mut io::sink()).map_err(io_err)?;
     let (file_hash, file_size) = tee.hash.finish();
-    if ni.file_hash.is_some_and(|h| h != file_hash) || ni.file_size.is_some_and(|s| s != file_size)
-    {
+    if ni.file_hash.is_some_and(|h| h != file_hash) || ni.file_size.is_some_and(|s| s != file_size) {
         return Err(CacheError::Invalid(
             what,
             format!("{url} does not match FileHash/FileSize"),

@@ -14,9 +14,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HashError {
     /// The text is not a SHA-256 hash in a form Nix prints.
-    #[error(
-        "invalid sha256 hash '{0}' (expected sha256:<nix32>, sha256:<hex> or sha256-<base64>)"
-    )]
+    #[error("invalid sha256 hash '{0}' (expected sha256:<nix32>, sha256:<hex> or sha256-<base64>)")]
     Invalid(String),
 }
 
@@ -127,10 +125,7 @@ mod tests {
         // `nix hash to-base32 sha256:ab3352…` as printed by Nix.
         let hex = "ab335240fd942ab8191c5e628cd4ff3903c577bda961fb75df08e0303a00527b";
         let h: NarHash = format!("sha256:{hex}").parse().unwrap();
-        assert_eq!(
-            h.to_nix32(),
-            "0ysj00x31q08vxsznqd9pmvwa0rrzza8qqjy3hcvhallzm054cxb"
-        );
+        assert_eq!(h.to_nix32(), "0ysj00x31q08vxsznqd9pmvwa0rrzza8qqjy3hcvhallzm054cxb");
         assert_eq!(h.to_string().parse::<NarHash>().unwrap(), h);
         let sri = format!("sha256-{}", BASE64.encode(&h.0));
         assert_eq!(sri.parse::<NarHash>().unwrap(), h);

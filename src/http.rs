@@ -97,10 +97,7 @@ impl Reject {
             Reject::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             Reject::Method => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()),
             Reject::Range(size) => {
-                let mut r = text(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range not satisfiable".into(),
-                );
+                let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable".into());
                 r.headers_mut()
                     .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
                 return r;
@@ -136,9 +133,7 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
 }
 
 fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
 }
 
 /// A complete response with a known body; for HEAD, the same headers and no body.
@@ -152,14 +147,11 @@ fn ok(method: &Method, content_type: &'static str, data: impl Into<Bytes>) -> Re
     });
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+    r.headers_mut().insert(header::CONTENT_LENGTH, hv(&len.to_string()));
     r
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Reject> + Send + 'static,
-) -> Result<T, Reject> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Reject> + Send + 'static) -> Result<T, Reject> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Reject::Internal(format!("worker failed: {e}")))?
@@ -195,10 +187,14 @@ impl Server {
                     Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
                 },
             };
+            // Responses go out as a header write and body writes; without this, Nagle's
+            // algorithm holds a small body back until the client's delayed ACK (~40 ms).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY for {peer}: {e}");
+            }
             let server = self.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| server.clone().handle(req, peer));
+                let service = hyper::service::service_fn(move |req| server.clone().handle(req, peer));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 if let Err(e) = conn.await {
@@ -208,11 +204,7 @@ impl Server {
         }
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response<Body>, Infallible> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let resp = self.route(req).await.unwrap_or_else(Reject::response);
         tracing::debug!("{peer} {method} {path} {}", resp.status().as_u16());
@@ -221,11 +213,7 @@ impl Server {
 
     fn authorized(&self, req: &Request<Incoming>, token: Option<&str>) -> bool {
         let Some(token) = token else { return true };
-        let Some(value) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return false;
         };
         if let Some(bearer) = value.strip_prefix("Bearer ") {
@@ -245,9 +233,7 @@ impl Server {
         if method == Method::PUT {
             let opts = &self.options;
             if opts.write_token.is_none() {
-                return Err(Reject::Forbidden(
-                    "uploads are disabled: set server.write_token".into(),
-                ));
+                return Err(Reject::Forbidden("uploads are disabled: set server.write_token".into()));
             }
             if !self.authorized(&req, opts.write_token.as_deref()) {
                 return Err(Reject::Unauthorized);
@@ -284,10 +270,15 @@ impl Server {
         }
         if let Some(hash) = path.strip_suffix(".narinfo") {
             let hash = parse_hash(hash)?;
-            let me = self.clone();
-            let ni = blocking(move || Ok(me.read.narinfo(&hash)?)).await?;
-            let ni = ni.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
-            return Ok(ok(&method, "text/x-nix-narinfo", ni.render()));
+            let text = match self.read.cached_narinfo_text(&hash) {
+                Some(t) => Some(t),
+                None => {
+                    let me = self.clone();
+                    blocking(move || Ok(me.read.narinfo_text(&hash)?)).await?
+                }
+            };
+            let text = text.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
+            return Ok(ok(&method, "text/x-nix-narinfo", text));
         }
         if let Some(hash) = path.strip_suffix(".ls") {
             let hash = parse_hash(hash)?;
@@ -302,8 +293,7 @@ impl Server {
                 ))
             })
             .await?;
-            let json =
-                json.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
+            let json = json.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
             return Ok(ok(&method, "application/json", json));
         }
         Err(Reject::NotFound(format!("no such resource: /{path}")))
@@ -328,51 +318,41 @@ impl Server {
             };
         }
         let hash = parse_hash(stem)?;
-        let compression = Compression::from_extension(ext)
-            .ok_or_else(|| Reject::NotFound(format!("no such NAR: {file}")))?;
+        let compression =
+            Compression::from_extension(ext).ok_or_else(|| Reject::NotFound(format!("no such NAR: {file}")))?;
+        if compression == Compression::None {
+            if let Some(nar) = self.read.cached_nar(&hash) {
+                let (mut resp, start, end) = nar_head(req, nar.len() as u64)?;
+                if method != Method::HEAD {
+                    *resp.body_mut() = full(nar.slice(start as usize..end as usize));
+                }
+                return Ok(resp);
+            }
+        }
         let me = self.clone();
         let entry = blocking(move || Ok(me.read.entry(&hash)?)).await?;
-        let entry =
-            entry.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
+        let entry = entry.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
         let size = entry.info.nar_size;
-        let mut resp = Response::new(full(Bytes::new()));
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-nix-nar"),
-        );
-        let (start, end) = if compression == Compression::None {
-            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            let range = req
-                .headers()
-                .get(header::RANGE)
-                .and_then(|v| v.to_str().ok());
-            let (start, end) = match range {
-                Some(r) => parse_range(r, size)?,
-                None => (0, size),
-            };
-            if range.is_some() {
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    hv(&format!("bytes {start}-{}/{size}", end - 1)),
-                );
-                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-            }
-            resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, hv(&(end - start).to_string()));
-            (start, end)
+        let (mut resp, start, end) = if compression == Compression::None {
+            nar_head(req, size)?
         } else {
-            (0, size)
+            let mut resp = Response::new(full(Bytes::new()));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
+            (resp, 0, size)
         };
         if method == Method::HEAD {
             return Ok(resp);
         }
+        // A whole uncompressed NAR is kept for the next request if it fits the cache.
+        let keep = compression == Compression::None && (start, end) == (0, size) && self.read.nar_cacheable(size);
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = ChannelWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
+                copy: keep.then(Vec::new),
             };
             let result = (|| -> Result<(), StoreError> {
                 match compression {
@@ -391,22 +371,24 @@ impl Server {
                 out.flush()?;
                 Ok(())
             })();
-            if let Err(e) = result {
-                tracing::warn!("streaming NAR of {} stopped: {e}", entry.info.path);
-                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            match result {
+                Ok(()) => {
+                    if let Some(copy) = out.copy.take().filter(|c| c.len() as u64 == size) {
+                        me.read.remember_nar(hash, Bytes::from(copy));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("streaming NAR of {} stopped: {e}", entry.info.path);
+                    let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                }
             }
         });
         *resp.body_mut() = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
         Ok(resp)
     }
 
-    async fn put_nar(
-        self: Arc<Self>,
-        file: String,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, Reject> {
-        let valid =
-            |stem: &str| !stem.is_empty() && stem.bytes().all(|c| c.is_ascii_alphanumeric());
+    async fn put_nar(self: Arc<Self>, file: String, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
+        let valid = |stem: &str| !stem.is_empty() && stem.bytes().all(|c| c.is_ascii_alphanumeric());
         let (stem, ext) = file
             .split_once(".nar")
             .ok_or_else(|| Reject::Bad(format!("'{file}' is not a NAR file name")))?;
@@ -418,11 +400,7 @@ impl Server {
             ".xz" => "xz",
             ".zst" => "zstd",
             ".bz2" => "bzip2",
-            other => {
-                return Err(Reject::Unsupported(format!(
-                    "unsupported NAR compression '{other}'"
-                )))
-            }
+            other => return Err(Reject::Unsupported(format!("unsupported NAR compression '{other}'"))),
         };
         let reader = body_reader(req.into_body());
         let me = self.clone();
@@ -435,15 +413,9 @@ impl Server {
                 let dec = crate::filecache::decompressor(Some(compression), &mut tee)
                     .map_err(|e| Reject::Bad(e.to_string()))?;
                 let mut nar = io::BufReader::with_capacity(CHUNK, dec);
-                let contents = me
-                    .read
-                    .with_store(|s| s.importer().write_contents(&mut nar))?;
+                let contents = me.read.with_store(|s| s.importer().write_contents(&mut nar))?;
                 let mut rest = [0u8; 1];
-                if nar
-                    .read(&mut rest)
-                    .map_err(|e| Reject::Bad(e.to_string()))?
-                    != 0
-                {
+                if nar.read(&mut rest).map_err(|e| Reject::Bad(e.to_string()))? != 0 {
                     return Err(Reject::Bad("trailing data after the NAR".into()));
                 }
                 contents
@@ -468,19 +440,14 @@ impl Server {
         Ok(text(StatusCode::OK, "stored".into()))
     }
 
-    async fn put_narinfo(
-        self: Arc<Self>,
-        hash: String,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, Reject> {
+    async fn put_narinfo(self: Arc<Self>, hash: String, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
         let hash = parse_hash(&hash)?;
         let body = http_body_util::Limited::new(req.into_body(), MAX_NARINFO)
             .collect()
             .await
             .map_err(|_| Reject::TooLarge)?
             .to_bytes();
-        let text_body =
-            std::str::from_utf8(&body).map_err(|_| Reject::Bad("narinfo is not UTF-8".into()))?;
+        let text_body = std::str::from_utf8(&body).map_err(|_| Reject::Bad("narinfo is not UTF-8".into()))?;
         let ni = NarInfo::parse(text_body).map_err(|e| Reject::Bad(e.to_string()))?;
         if ni.info.path.hash() != hash {
             return Err(Reject::Bad(format!(
@@ -488,10 +455,7 @@ impl Server {
                 ni.info.path
             )));
         }
-        let url = ni
-            .url
-            .clone()
-            .ok_or_else(|| Reject::Bad("narinfo has no URL".into()))?;
+        let url = ni.url.clone().ok_or_else(|| Reject::Bad("narinfo has no URL".into()))?;
         let me = self.clone();
         let added = blocking(move || {
             me.read.with_store(|store| {
@@ -501,13 +465,9 @@ impl Server {
                     return Ok(Ok(false));
                 }
                 let Some(p) = pending else {
-                    return Ok(Err(Reject::Bad(format!(
-                        "{url} was not uploaded before this narinfo"
-                    ))));
+                    return Ok(Err(Reject::Bad(format!("{url} was not uploaded before this narinfo"))));
                 };
-                if ni.file_hash.is_some_and(|h| h != p.file_hash)
-                    || ni.file_size.is_some_and(|n| n != p.file_size)
-                {
+                if ni.file_hash.is_some_and(|h| h != p.file_hash) || ni.file_size.is_some_and(|n| n != p.file_size) {
                     return Ok(Err(Reject::Bad(format!(
                         "{url} does not match the narinfo's FileHash/FileSize"
                     ))));
@@ -521,11 +481,30 @@ impl Server {
         if added {
             tracing::info!("uploaded {}", hash);
         }
-        Ok(text(
-            StatusCode::OK,
-            if added { "added" } else { "present" }.into(),
-        ))
+        Ok(text(StatusCode::OK, if added { "added" } else { "present" }.into()))
     }
+}
+
+/// The headers of an uncompressed NAR response of `size` bytes, honouring a `Range` request:
+/// the response (200 or 206, empty body) and the byte window to send.
+fn nar_head(req: &Request<Incoming>, size: u64) -> Result<(Response<Body>, u64, u64), Reject> {
+    let mut resp = Response::new(full(Bytes::new()));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-nix-nar"));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (start, end) = match range {
+        Some(r) => parse_range(r, size)?,
+        None => (0, size),
+    };
+    if range.is_some() {
+        headers.insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{}/{size}", end - 1)));
+    }
+    headers.insert(header::CONTENT_LENGTH, hv(&(end - start).to_string()));
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok((resp, start, end))
 }
 
 /// Parses a single `Range: bytes=…` against a body of `size` bytes into `start..end`.
@@ -544,10 +523,7 @@ fn parse_range(value: &str, size: u64) -> Result<(u64, u64), Reject> {
         let end = if b.is_empty() {
             size
         } else {
-            b.parse::<u64>()
-                .map_err(|_| bad())?
-                .saturating_add(1)
-                .min(size)
+            b.parse::<u64>().map_err(|_| bad())?.saturating_add(1).min(size)
         };
         (start, end)
     };
@@ -561,6 +537,8 @@ fn parse_range(value: &str, size: u64) -> Result<(u64, u64), Reject> {
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Frame<Bytes>, io::Error>>,
     buf: Vec<u8>,
+    /// Everything sent, when the caller wants to keep it.
+    copy: Option<Vec<u8>>,
 }
 
 impl Write for ChannelWriter {
@@ -575,6 +553,9 @@ impl Write for ChannelWriter {
     fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        if let Some(copy) = &mut self.copy {
+            copy.extend_from_slice(&self.buf);
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx
@@ -601,10 +582,7 @@ fn body_reader(mut body: Incoming) -> BodyReader {
             }
         }
     });
-    BodyReader {
-        rx,
-        cur: Bytes::new(),
-    }
+    BodyReader { rx, cur: Bytes::new() }
 }
 
 struct BodyReader {
@@ -641,16 +619,9 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Runs the server on `addr` until SIGINT or SIGTERM; `on_bound` is told the bound address.
-pub fn run(
-    read: ReadPath,
-    options: Options,
-    addr: &str,
-    on_bound: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
+pub fn run(read: ReadPath, options: Options, addr: &str, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     use anyhow::Context;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -658,8 +629,7 @@ pub fn run(
         on_bound(listener.local_addr()?);
         let shutdown = async {
             let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal handler");
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},

@@ -59,12 +59,7 @@ impl Store {
         Ok(NarListing { version: 1, root })
     }
 
-    fn list_node(
-        &self,
-        odb: &git2::Odb<'_>,
-        node: &Root,
-        off: &mut u64,
-    ) -> Result<Listing, StoreError> {
+    fn list_node(&self, odb: &git2::Odb<'_>, node: &Root, off: &mut u64) -> Result<Listing, StoreError> {
         *off += tok(b"(") + tok(b"type");
         let listing = match node.mode {
             FileMode::Tree => {
@@ -72,13 +67,9 @@ impl Store {
                 let tree = self.repo().find_tree(node.oid)?;
                 let mut children: Vec<(Vec<u8>, Root)> = Vec::with_capacity(tree.len());
                 for e in tree.iter() {
-                    let mode = crate::store::mode_of(e.filemode()).ok_or_else(|| {
-                        StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into())
-                    })?;
-                    children.push((
-                        unescape_name(e.name_bytes()).to_vec(),
-                        Root { mode, oid: e.id() },
-                    ));
+                    let mode = crate::store::mode_of(e.filemode())
+                        .ok_or_else(|| StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into()))?;
+                    children.push((unescape_name(e.name_bytes()).to_vec(), Root { mode, oid: e.id() }));
                 }
                 children.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut entries = BTreeMap::new();

@@ -49,20 +49,13 @@ impl RawInfo {
                 .parse()
                 .map_err(|e: crate::hash::HashError| e.to_string())?,
             nar_size: self.nar_size,
-            references: self
-                .references
-                .iter()
-                .map(|r| sp(r))
-                .collect::<Result<_, _>>()?,
+            references: self.references.iter().map(|r| sp(r)).collect::<Result<_, _>>()?,
             deriver: self.deriver.as_deref().map(sp).transpose()?,
             ca: self.ca.filter(|c| !c.is_empty()),
             sigs: self
                 .signatures
                 .iter()
-                .map(|s| {
-                    s.parse()
-                        .map_err(|e: crate::signing::KeyError| e.to_string())
-                })
+                .map(|s| s.parse().map_err(|e: crate::signing::KeyError| e.to_string()))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -96,16 +89,10 @@ pub fn query_closure(paths: &[StorePath]) -> Result<Vec<PathInfo>, LocalNixError
         .map_err(LocalNixError::Spawn)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
+        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
         return Err(LocalNixError::Failed(line.to_string()));
     }
-    let raw: Vec<RawInfo> =
-        serde_json::from_slice(&out.stdout).map_err(|e| LocalNixError::Output(e.to_string()))?;
+    let raw: Vec<RawInfo> = serde_json::from_slice(&out.stdout).map_err(|e| LocalNixError::Output(e.to_string()))?;
     raw.into_iter()
         .map(|r| r.into_info().map_err(LocalNixError::Output))
         .collect()

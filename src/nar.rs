@@ -39,10 +39,7 @@ pub enum NarError {
     Truncated,
     /// A token other than the grammar allows.
     #[error("malformed NAR: expected {expected}, found {found:?}")]
-    Unexpected {
-        expected: &'static str,
-        found: String,
-    },
+    Unexpected { expected: &'static str, found: String },
     /// Non-zero padding bytes.
     #[error("malformed NAR: non-zero padding")]
     BadPadding,
@@ -166,9 +163,7 @@ impl<W: Write> Encoder<W> {
     }
 
     fn tokens(&mut self, tokens: &[&[u8]]) -> io::Result<()> {
-        tokens
-            .iter()
-            .try_for_each(|t| write_token(&mut self.out, t))
+        tokens.iter().try_for_each(|t| write_token(&mut self.out, t))
     }
 }
 
@@ -225,12 +220,7 @@ pub trait NarVisitor {
     type Node;
 
     /// A regular file; `contents` yields exactly `size` bytes (what is not read is skipped).
-    fn file(
-        &mut self,
-        executable: bool,
-        size: u64,
-        contents: &mut dyn Read,
-    ) -> Result<Self::Node, NarError>;
+    fn file(&mut self, executable: bool, size: u64, contents: &mut dyn Read) -> Result<Self::Node, NarError>;
 
     /// A symlink with its target.
     fn symlink(&mut self, target: &[u8]) -> Result<Self::Node, NarError>;
@@ -241,10 +231,7 @@ pub trait NarVisitor {
 
 /// Parses one NAR from `input`, reading exactly its bytes and nothing after it, and hands its nodes
 /// to `visitor`. Returns the root node with the NAR's hash and size.
-pub fn parse<V: NarVisitor>(
-    input: &mut dyn Read,
-    visitor: &mut V,
-) -> Result<(V::Node, NarHash, u64), NarError> {
+pub fn parse<V: NarVisitor>(input: &mut dyn Read, visitor: &mut V) -> Result<(V::Node, NarHash, u64), NarError> {
     let mut p = Parser {
         input: HashingReader {
             inner: input,
@@ -324,9 +311,7 @@ impl Parser<'_> {
     fn pad(&mut self, len: u64) -> Result<(), NarError> {
         let n = padding(len) as usize;
         let mut b = [0u8; 8];
-        self.input
-            .read_exact(&mut b[..n])
-            .map_err(NarError::from_read)?;
+        self.input.read_exact(&mut b[..n]).map_err(NarError::from_read)?;
         if b[..n].iter().any(|&x| x != 0) {
             return Err(NarError::BadPadding);
         }
@@ -383,12 +368,10 @@ impl Parser<'_> {
                     input: &mut self.input,
                     left: size,
                 };
-                let node = v
-                    .file(executable, size, &mut contents)
-                    .map_err(|e| match e {
-                        NarError::Io(io) => NarError::from_read(io),
-                        e => e,
-                    })?;
+                let node = v.file(executable, size, &mut contents).map_err(|e| match e {
+                    NarError::Io(io) => NarError::from_read(io),
+                    e => e,
+                })?;
                 io::copy(&mut contents, &mut io::sink()).map_err(NarError::from_read)?;
                 self.pad(size)?;
                 node
@@ -419,17 +402,13 @@ impl Parser<'_> {
                     self.expect(b"name", "'name'")?;
                     let name = self.token()?;
                     if !valid_entry_name(&name) {
-                        return Err(NarError::BadName(
-                            String::from_utf8_lossy(&name).into_owned(),
-                        ));
+                        return Err(NarError::BadName(String::from_utf8_lossy(&name).into_owned()));
                     }
                     if entries
                         .last()
                         .is_some_and(|(prev, _)| prev.as_slice() >= name.as_slice())
                     {
-                        return Err(NarError::Unsorted(
-                            String::from_utf8_lossy(&name).into_owned(),
-                        ));
+                        return Err(NarError::Unsorted(String::from_utf8_lossy(&name).into_owned()));
                     }
                     self.expect(b"node", "'node'")?;
                     let child = self.node(v, depth + 1)?;
@@ -528,10 +507,7 @@ mod tests {
         let mut bad = nar.clone();
         let pad_at = nar.len() - 16 - 1; // last padding byte of the contents
         bad[pad_at] = 1;
-        assert!(matches!(
-            parse(&mut &bad[..], &mut Discard),
-            Err(NarError::BadPadding)
-        ));
+        assert!(matches!(parse(&mut &bad[..], &mut Discard), Err(NarError::BadPadding)));
         let mut wrong_magic = nar;
         wrong_magic[8] = b'X';
         assert!(matches!(

@@ -44,13 +44,7 @@ impl PathInfo {
     /// The text Nix signs: `1;<path>;<NarHash>;<NarSize>;<comma-joined full reference paths>`.
     pub fn fingerprint(&self) -> String {
         let refs: Vec<String> = self.references.iter().map(|r| r.to_string()).collect();
-        format!(
-            "1;{};{};{};{}",
-            self.path,
-            self.nar_hash,
-            self.nar_size,
-            refs.join(",")
-        )
+        format!("1;{};{};{};{}", self.path, self.nar_hash, self.nar_size, refs.join(","))
     }
 
     /// Adds this key's signature, replacing any earlier one by a key of the same name.
@@ -62,9 +56,7 @@ impl PathInfo {
     /// Whether any of `keys` made a valid signature of this path.
     pub fn verify(&self, keys: &[PublicKey]) -> bool {
         let fp = self.fingerprint();
-        self.sigs
-            .iter()
-            .any(|s| keys.iter().any(|k| k.verify(&fp, s)))
+        self.sigs.iter().any(|s| keys.iter().any(|k| k.verify(&fp, s)))
     }
 
     /// References other than the path itself.
@@ -146,19 +138,14 @@ impl NarInfo {
             }
             let (k, v) = line.split_once(": ").ok_or(NarInfoError::Line(n + 1))?;
             match k {
-                "StorePath" => {
-                    path = Some(
-                        v.parse::<StorePath>()
-                            .map_err(|e| field("StorePath", e.to_string()))?,
-                    )
-                }
+                "StorePath" => path = Some(v.parse::<StorePath>().map_err(|e| field("StorePath", e.to_string()))?),
                 "URL" => ni.url = Some(v.to_string()),
                 "Compression" => ni.compression = Some(v.to_string()),
                 "FileHash" => {
-                    ni.file_hash =
-                        Some(v.parse().map_err(|e: crate::hash::HashError| {
-                            field("FileHash", e.to_string())
-                        })?)
+                    ni.file_hash = Some(
+                        v.parse()
+                            .map_err(|e: crate::hash::HashError| field("FileHash", e.to_string()))?,
+                    )
                 }
                 "FileSize" => {
                     ni.file_size = Some(

@@ -2,8 +2,12 @@
 //! NAR byte ranges here, on pooled Git handles.
 
 use std::io::{self, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use bytes::Bytes;
+use lru::LruCache;
 
 use crate::listing::NarListing;
 use crate::narinfo::NarInfo;
@@ -51,24 +55,73 @@ impl Compression {
     }
 }
 
+/// How many signed narinfo texts are kept.
+const NARINFO_CACHE_ENTRIES: usize = 65_536;
+
 /// Shared, thread-safe access to one store.
+///
+/// Store paths never change once added, so what is derived from them (signed narinfo, whole
+/// NARs) is kept in bounded LRU caches; a path added later is simply not cached yet.
 pub struct ReadPath {
     path: PathBuf,
     handles: Mutex<Vec<Store>>,
     key: SecretKey,
     compression: Compression,
+    narinfos: Mutex<LruCache<StoreHash, Bytes>>,
+    nars: Mutex<NarCache>,
+}
+
+/// Whole NARs by path, within a byte budget.
+struct NarCache {
+    lru: LruCache<StoreHash, Bytes>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl NarCache {
+    fn insert(&mut self, hash: StoreHash, nar: Bytes) {
+        if !self.fits(nar.len() as u64) || self.lru.contains(&hash) {
+            return;
+        }
+        while self.bytes + nar.len() > self.budget {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+        self.bytes += nar.len();
+        self.lru.put(hash, nar);
+    }
+
+    /// Whether a NAR of `size` bytes may be cached: at most a quarter of the budget.
+    fn fits(&self, size: u64) -> bool {
+        size <= (self.budget / 4) as u64
+    }
 }
 
 impl ReadPath {
     /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
     pub fn open(path: &Path, key: SecretKey, compression: Compression) -> Result<Self, StoreError> {
         let first = Store::open(path)?;
+        let entries = NonZeroUsize::new(NARINFO_CACHE_ENTRIES).expect("non-zero");
         Ok(ReadPath {
             path: path.to_path_buf(),
             handles: Mutex::new(vec![first]),
             key,
             compression,
+            narinfos: Mutex::new(LruCache::new(entries)),
+            nars: Mutex::new(NarCache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                budget: 0,
+            }),
         })
+    }
+
+    /// Keeps up to `bytes` of whole NARs in memory (0, the default, keeps none).
+    pub fn with_nar_cache(self, bytes: usize) -> Self {
+        self.nars.lock().expect("poisoned").budget = bytes;
+        self
     }
 
     /// The signing key.
@@ -77,10 +130,7 @@ impl ReadPath {
     }
 
     /// Runs `f` on a Git handle from the pool (opening one only when all are busy).
-    pub fn with_store<T>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let store = self.handles.lock().expect("pool poisoned").pop();
         let store = match store {
             Some(s) => s,
@@ -98,30 +148,49 @@ impl ReadPath {
 
     /// The signed narinfo of a path, pointing at the NAR URL this cache serves.
     pub fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, StoreError> {
-        Ok(self
-            .entry(hash)?
-            .map(|e| narinfo_for(e, &self.key, self.compression)))
+        Ok(self.entry(hash)?.map(|e| narinfo_for(e, &self.key, self.compression)))
+    }
+
+    /// The rendered signed narinfo if it is cached (no Git access).
+    pub fn cached_narinfo_text(&self, hash: &StoreHash) -> Option<Bytes> {
+        self.narinfos.lock().expect("poisoned").get(hash).cloned()
+    }
+
+    /// The rendered signed narinfo, from the cache or from Git.
+    pub fn narinfo_text(&self, hash: &StoreHash) -> Result<Option<Bytes>, StoreError> {
+        if let Some(text) = self.cached_narinfo_text(hash) {
+            return Ok(Some(text));
+        }
+        let Some(ni) = self.narinfo(hash)? else { return Ok(None) };
+        let text = Bytes::from(ni.render());
+        self.narinfos.lock().expect("poisoned").put(*hash, text.clone());
+        Ok(Some(text))
+    }
+
+    /// A path's whole NAR if it is cached.
+    pub fn cached_nar(&self, hash: &StoreHash) -> Option<Bytes> {
+        self.nars.lock().expect("poisoned").lru.get(hash).cloned()
+    }
+
+    /// Whether a NAR of `size` bytes would be kept by [`ReadPath::remember_nar`].
+    pub fn nar_cacheable(&self, size: u64) -> bool {
+        self.nars.lock().expect("poisoned").fits(size)
+    }
+
+    /// Keeps a path's whole NAR (as synthesised by [`ReadPath::write_nar_range`]).
+    pub fn remember_nar(&self, hash: StoreHash, nar: Bytes) {
+        self.nars.lock().expect("poisoned").insert(hash, nar);
     }
 
     /// Writes bytes `start..end` of a path's NAR to `out` without building the rest in memory.
-    pub fn write_nar_range(
-        &self,
-        entry: &Entry,
-        start: u64,
-        end: u64,
-        out: &mut dyn Write,
-    ) -> Result<(), StoreError> {
+    pub fn write_nar_range(&self, entry: &Entry, start: u64, end: u64, out: &mut dyn Write) -> Result<(), StoreError> {
         let mut w = RangeWriter {
             out,
             skip: start,
             left: end.saturating_sub(start),
         };
         match self.with_store(|s| s.write_nar(&entry.root, &mut w)) {
-            Err(StoreError::Io(e)) | Err(StoreError::Nar(crate::nar::NarError::Io(e)))
-                if is_range_done(&e) =>
-            {
-                Ok(())
-            }
+            Err(StoreError::Io(e)) | Err(StoreError::Nar(crate::nar::NarError::Io(e))) if is_range_done(&e) => Ok(()),
             other => other,
         }
     }
@@ -139,11 +208,7 @@ pub fn narinfo_for(entry: Entry, key: &SecretKey, compression: Compression) -> N
     info.sign(key);
     let plain = compression == Compression::None;
     NarInfo {
-        url: Some(format!(
-            "nar/{}.nar{}",
-            info.path.hash(),
-            compression.extension()
-        )),
+        url: Some(format!("nar/{}.nar{}", info.path.hash(), compression.extension())),
         compression: Some(compression.name().into()),
         file_hash: plain.then_some(info.nar_hash),
         file_size: plain.then_some(info.nar_size),

@@ -33,10 +33,7 @@ fn split<'a>(s: &'a str, what: &'static str, len: usize) -> Result<(&'a str, Vec
     if name.is_empty() || b64.is_empty() {
         return Err(KeyError::Form { what });
     }
-    let bytes = BASE64
-        .decode(b64.as_bytes())
-        .ok()
-        .filter(|b| b.len() == len);
+    let bytes = BASE64.decode(b64.as_bytes()).ok().filter(|b| b.len() == len);
     let bytes = bytes.ok_or_else(|| KeyError::Length {
         what,
         name: name.to_string(),
@@ -105,12 +102,7 @@ impl FromStr for SecretKey {
 
 impl fmt::Display for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}",
-            self.name,
-            BASE64.encode(&self.key.to_keypair_bytes())
-        )
+        write!(f, "{}:{}", self.name, BASE64.encode(&self.key.to_keypair_bytes()))
     }
 }
 

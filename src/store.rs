@@ -77,10 +77,7 @@ pub enum StoreError {
     },
     /// A reference is neither in the store nor earlier in the same import.
     #[error("{path} refers to {reference}, which is not in the store; add it first")]
-    MissingReference {
-        path: StorePath,
-        reference: StorePath,
-    },
+    MissingReference { path: StorePath, reference: StorePath },
     /// Stored data that does not have Grove's layout.
     #[error("corrupt store entry {0}: {1}")]
     Corrupt(String, String),
@@ -137,8 +134,7 @@ impl Store {
 
     /// Opens an existing store.
     pub fn open(path: &Path) -> Result<Self> {
-        let repo =
-            Repository::open_bare(path).map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
+        let repo = Repository::open_bare(path).map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
         Ok(Store {
             repo,
             path: path.to_path_buf(),
@@ -185,17 +181,14 @@ impl Store {
             .get_name(NARINFO_ENTRY)
             .ok_or_else(|| corrupt("no narinfo entry"))?;
         let blob = self.repo.find_blob(meta.id())?;
-        let text =
-            std::str::from_utf8(blob.content()).map_err(|_| corrupt("narinfo is not UTF-8"))?;
+        let text = std::str::from_utf8(blob.content()).map_err(|_| corrupt("narinfo is not UTF-8"))?;
         let info = NarInfo::parse(text)
             .map_err(|e| StoreError::BadMetadata(name.clone(), e))?
             .info;
         if info.path.hash() != *hash {
             return Err(corrupt("narinfo names another path"));
         }
-        let out = tree
-            .get_name(OUT_ENTRY)
-            .ok_or_else(|| corrupt("no out entry"))?;
+        let out = tree.get_name(OUT_ENTRY).ok_or_else(|| corrupt("no out entry"))?;
         let root = Root {
             mode: mode_of(out.filemode()).ok_or_else(|| corrupt("bad out mode"))?,
             oid: out.id(),
@@ -210,8 +203,7 @@ impl Store {
     /// Like [`Store::get`], but a missing path is an error.
     pub fn require(&self, spec: &str) -> Result<Entry> {
         let hash = Self::parse_spec(spec)?;
-        self.get(&hash)?
-            .ok_or_else(|| StoreError::Unknown(spec.to_string()))
+        self.get(&hash)?.ok_or_else(|| StoreError::Unknown(spec.to_string()))
     }
 
     /// Every store path in the store, sorted by hash.
@@ -222,9 +214,11 @@ impl Store {
             let commit = r.peel_to_commit()?;
             let first = commit.message().unwrap_or("").lines().next().unwrap_or("");
             let name = r.name().unwrap_or("?").to_string();
-            out.push(first.parse().map_err(|_| {
-                StoreError::Corrupt(name, "commit message is not a store path".into())
-            })?);
+            out.push(
+                first
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(name, "commit message is not a store path".into()))?,
+            );
         }
         Ok(out)
     }
@@ -234,8 +228,7 @@ impl Store {
         let mut done: BTreeMap<StoreHash, ()> = BTreeMap::new();
         let mut order = Vec::new();
         // Iterative post-order DFS: a path is emitted after all its references.
-        let mut stack: Vec<(Entry, bool)> =
-            roots.iter().rev().map(|e| (e.clone(), false)).collect();
+        let mut stack: Vec<(Entry, bool)> = roots.iter().rev().map(|e| (e.clone(), false)).collect();
         while let Some((entry, expanded)) = stack.pop() {
             let hash = entry.info.path.hash();
             if done.contains_key(&hash) {
@@ -250,9 +243,7 @@ impl Store {
             stack.push((entry, true));
             for r in refs.iter().rev() {
                 if !done.contains_key(&r.hash()) {
-                    let e = self
-                        .get(&r.hash())?
-                        .ok_or_else(|| StoreError::Unknown(r.to_string()))?;
+                    let e = self.get(&r.hash())?.ok_or_else(|| StoreError::Unknown(r.to_string()))?;
                     stack.push((e, false));
                 }
             }
@@ -272,13 +263,9 @@ impl Store {
                 let tree = self.repo.find_tree(node.oid)?;
                 let mut entries = Vec::with_capacity(tree.len());
                 for e in tree.iter() {
-                    let mode = mode_of(e.filemode()).ok_or_else(|| {
-                        StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into())
-                    })?;
-                    entries.push((
-                        unescape_name(e.name_bytes()).to_vec(),
-                        Root { mode, oid: e.id() },
-                    ));
+                    let mode = mode_of(e.filemode())
+                        .ok_or_else(|| StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into()))?;
+                    entries.push((unescape_name(e.name_bytes()).to_vec(), Root { mode, oid: e.id() }));
                 }
                 // Git orders trees as if directory names ended in '/'; NAR orders bytewise.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -292,13 +279,20 @@ impl Store {
             }
             FileMode::Link => enc.symlink(self.repo.find_blob(node.oid)?.content())?,
             mode => {
+                let executable = mode == FileMode::BlobExecutable;
+                let odb = self.repo.odb()?;
+                let (size, _) = odb.read_header(node.oid)?;
+                // Large loose blobs stream from disk; libgit2 cannot stream packed objects, so
+                // those (and small blobs) are inflated whole.
+                if size as u64 > STREAM_BLOB_THRESHOLD {
+                    if let Ok((mut reader, size, _)) = odb.reader(node.oid) {
+                        enc.file(executable, size as u64, &mut reader)?;
+                        return Ok(());
+                    }
+                }
                 let blob = self.repo.find_blob(node.oid)?;
                 let content = blob.content();
-                enc.file(
-                    mode == FileMode::BlobExecutable,
-                    content.len() as u64,
-                    &mut &content[..],
-                )?;
+                enc.file(executable, content.len() as u64, &mut &content[..])?;
             }
         }
         Ok(())
@@ -322,14 +316,9 @@ impl Store {
 
 /// The file modes Grove stores; anything else in a tree is corruption.
 pub(crate) fn mode_of(raw: i32) -> Option<FileMode> {
-    [
-        FileMode::Tree,
-        FileMode::Blob,
-        FileMode::BlobExecutable,
-        FileMode::Link,
-    ]
-    .into_iter()
-    .find(|m| i32::from(*m) == raw)
+    [FileMode::Tree, FileMode::Blob, FileMode::BlobExecutable, FileMode::Link]
+        .into_iter()
+        .find(|m| i32::from(*m) == raw)
 }
 
 fn needs_escape(name: &[u8]) -> bool {
@@ -383,9 +372,7 @@ impl Importer<'_> {
 
     /// Parses a NAR from `nar` (reading exactly its bytes) into Git objects.
     pub fn write_contents(&self, nar: &mut dyn Read) -> Result<Contents> {
-        let mut w = GitWriter {
-            repo: &self.store.repo,
-        };
+        let mut w = GitWriter { repo: &self.store.repo };
         let (root, nar_hash, nar_size) = nar::parse(nar, &mut w)?;
         Ok(Contents {
             root,
@@ -418,12 +405,10 @@ impl Importer<'_> {
         }
         let mut parents = Vec::new();
         for r in info.other_references() {
-            let oid = self
-                .commit_of(r)?
-                .ok_or_else(|| StoreError::MissingReference {
-                    path: path.clone(),
-                    reference: r.clone(),
-                })?;
+            let oid = self.commit_of(r)?.ok_or_else(|| StoreError::MissingReference {
+                path: path.clone(),
+                reference: r.clone(),
+            })?;
             parents.push(self.store.repo.find_commit(oid)?);
         }
         let repo = &self.store.repo;
@@ -496,12 +481,7 @@ impl GitWriter<'_> {
 impl NarVisitor for GitWriter<'_> {
     type Node = Root;
 
-    fn file(
-        &mut self,
-        executable: bool,
-        size: u64,
-        contents: &mut dyn Read,
-    ) -> Result<Root, NarError> {
+    fn file(&mut self, executable: bool, size: u64, contents: &mut dyn Read) -> Result<Root, NarError> {
         let mode = if executable {
             FileMode::BlobExecutable
         } else {
@@ -513,9 +493,7 @@ impl NarVisitor for GitWriter<'_> {
             self.repo.blob(&buf).map_err(Self::sink)?
         } else {
             let odb = self.repo.odb().map_err(Self::sink)?;
-            let mut w = odb
-                .writer(size as usize, ObjectType::Blob)
-                .map_err(Self::sink)?;
+            let mut w = odb.writer(size as usize, ObjectType::Blob).map_err(Self::sink)?;
             io::copy(contents, &mut w)?;
             w.finalize().map_err(Self::sink)?
         };

@@ -191,10 +191,7 @@ mod tests {
         let mut paths: Vec<StorePath> = texts.iter().map(|t| t.parse().unwrap()).collect();
         texts.sort();
         paths.sort();
-        assert_eq!(
-            paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            texts
-        );
+        assert_eq!(paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(), texts);
     }
 
     #[test]

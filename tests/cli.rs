@@ -92,15 +92,8 @@ impl Env {
         let before = self.refs();
         let out = self.run(args, stdin);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "grove {args:?} succeeded; wanted '{want}'"
-        );
-        assert_eq!(
-            err.lines().count(),
-            1,
-            "grove {args:?}: not one line: {err}"
-        );
+        assert!(!out.status.success(), "grove {args:?} succeeded; wanted '{want}'");
+        assert_eq!(err.lines().count(), 1, "grove {args:?}: not one line: {err}");
         assert!(
             err.starts_with("error: ") && err.contains(want),
             "grove {args:?}: wanted '{want}', got: {err}"
@@ -148,18 +141,11 @@ fn two_paths() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 fn init_creates_a_private_key_once() {
     let env = Env::new();
     let key = env.store().join("grove.key");
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     let public = env.ok(&["key", "public"], None);
     let again = env.ok(&["init"], None);
     assert_eq!(public, again, "init must keep the existing key");
-    String::from_utf8(public)
-        .unwrap()
-        .trim()
-        .parse::<PublicKey>()
-        .unwrap();
+    String::from_utf8(public).unwrap().trim().parse::<PublicKey>().unwrap();
 }
 
 #[test]
@@ -180,10 +166,7 @@ fn import_list_nar_info_export_round_trip() {
         .parse()
         .unwrap();
     let ni = NarInfo::parse(&String::from_utf8(env.ok(&["info", B], None)).unwrap()).unwrap();
-    assert!(
-        ni.info.verify(&[public]),
-        "narinfo signature does not verify"
-    );
+    assert!(ni.info.verify(&[public]), "narinfo signature does not verify");
     assert_eq!(ni.info.nar_hash, NarHash::of(&nar_b));
     assert_eq!(ni.info.nar_size, nar_b.len() as u64);
     assert_eq!(ni.info.references.len(), 2);
@@ -191,20 +174,11 @@ fn import_list_nar_info_export_round_trip() {
 
     // The export stream is deterministic: exporting the closure gives back the input.
     let exported = env.ok(&["export", "--closure", B], None);
-    assert!(
-        exported == stream,
-        "export differs from the stream imported"
-    );
+    assert!(exported == stream, "export differs from the stream imported");
     let other = env.dir.path().join("other");
     assert!(env.run_in(&other, &["init"], None).status.success());
-    assert!(env
-        .run_in(&other, &["import"], Some(&exported))
-        .status
-        .success());
-    assert_eq!(
-        env.run_in(&other, &["list"], None).stdout,
-        env.ok(&["list"], None)
-    );
+    assert!(env.run_in(&other, &["import"], Some(&exported)).status.success());
+    assert_eq!(env.run_in(&other, &["list"], None).stdout, env.ok(&["list"], None));
     assert!(env.run_in(&other, &["verify"], None).status.success());
 
     // Importing again adds nothing and changes nothing.
@@ -218,14 +192,7 @@ fn import_list_nar_info_export_round_trip() {
 fn bad_export_streams_change_nothing() {
     let env = Env::new();
     let (stream, nar_a, _) = two_paths();
-    for cut in [
-        1,
-        8,
-        100,
-        nar_a.len() / 2,
-        stream.len() - 9,
-        stream.len() - 1,
-    ] {
+    for cut in [1, 8, 100, nar_a.len() / 2, stream.len() - 9, stream.len() - 1] {
         env.refuses(&["import"], Some(&stream[..cut]), "truncated");
     }
     // B without A: a missing reference.
@@ -235,22 +202,10 @@ fn bad_export_streams_change_nothing() {
     env.refuses(&["import"], Some(&only_b), "which is not in the store");
     // A good path followed by a bad one: neither is stored.
     for (path, want) in [
-        (
-            "/nix/store/cccccccccccccccccccccccccccccccc-a/b",
-            "invalid name",
-        ),
-        (
-            "/nix/store/cccccccccccccccccccccccccccccccc-..",
-            "invalid name",
-        ),
-        (
-            "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x",
-            "valid 32-character",
-        ),
-        (
-            "/tmp/cccccccccccccccccccccccccccccccc-x",
-            "is not in /nix/store",
-        ),
+        ("/nix/store/cccccccccccccccccccccccccccccccc-a/b", "invalid name"),
+        ("/nix/store/cccccccccccccccccccccccccccccccc-..", "invalid name"),
+        ("/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x", "valid 32-character"),
+        ("/tmp/cccccccccccccccccccccccccccccccc-x", "is not in /nix/store"),
     ] {
         let mut s = Vec::new();
         export_item(&mut s, &nar_a, A, &[], "");
@@ -322,9 +277,7 @@ fn unknown_paths_keys_and_configs() {
 
     let missing = env.dir.path().join("nowhere");
     let out = env.run_in(&missing, &["list"], None);
-    assert!(
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no Grove store")
-    );
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no Grove store"));
     assert!(!missing.exists(), "a read command must not create a store");
 
     std::fs::remove_file(env.store().join("grove.key")).unwrap();
@@ -336,11 +289,7 @@ fn unknown_paths_keys_and_configs() {
     let cfg = env.dir.path().join("grove.yaml");
     std::fs::write(&cfg, "store:\n  path: /x\n  colour: blue\n").unwrap();
     env.refuses(&["-c", cfg.to_str().unwrap(), "list"], None, "colour");
-    env.refuses(
-        &["-c", "/nonexistent.yaml", "list"],
-        None,
-        "cannot read config",
-    );
+    env.refuses(&["-c", "/nonexistent.yaml", "list"], None, "cannot read config");
     std::fs::write(&cfg, format!("store:\n  path: {}\n", env.store().display())).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_grove"))
         .args(["-c", cfg.to_str().unwrap(), "list"])
@@ -418,10 +367,7 @@ fn file_caches_in_every_compression() {
             format!("{A}\n{B}\n"),
             "{kind}"
         );
-        assert!(
-            env.ok(&["nar", B], None) == file_nar(A.as_bytes()),
-            "{kind}"
-        );
+        assert!(env.ok(&["nar", B], None) == file_nar(A.as_bytes()), "{kind}");
     }
 }
 
@@ -435,11 +381,7 @@ fn bad_file_caches_change_nothing() {
             Box::new(|n| n.info.nar_hash = NarHash::of(b"other")),
             "NAR hash mismatch",
         ),
-        (
-            "none",
-            Box::new(|n| n.info.nar_size += 8),
-            "NAR size mismatch",
-        ),
+        ("none", Box::new(|n| n.info.nar_size += 8), "NAR size mismatch"),
         (
             "zstd",
             Box::new(|n| n.file_hash = Some(NarHash::of(b"other"))),
@@ -482,9 +424,5 @@ fn bad_file_caches_change_nothing() {
     let bad = env.dir.path().join("badinfo");
     std::fs::create_dir(&bad).unwrap();
     std::fs::write(bad.join("x.narinfo"), "StorePath: nonsense\n").unwrap();
-    env.refuses(
-        &["import", "--cache", bad.to_str().unwrap()],
-        None,
-        "x.narinfo",
-    );
+    env.refuses(&["import", "--cache", bad.to_str().unwrap()], None, "x.narinfo");
 }

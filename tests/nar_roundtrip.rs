@@ -16,9 +16,7 @@ use proptest::prelude::*;
 fn info_for(nar: &[u8], name: &str) -> PathInfo {
     let (_, nar_hash, nar_size) = nar::parse(&mut &nar[..], &mut nar::Discard).unwrap();
     PathInfo {
-        path: format!("/nix/store/{}-{name}", "1".repeat(32))
-            .parse()
-            .unwrap(),
+        path: format!("/nix/store/{}-{name}", "1".repeat(32)).parse().unwrap(),
         nar_hash,
         nar_size,
         references: BTreeSet::new(),
@@ -31,16 +29,10 @@ fn info_for(nar: &[u8], name: &str) -> PathInfo {
 /// Imports `nar` as `info` and synthesises it back from Git.
 fn through_git(store: &Store, info: &PathInfo, nar: &[u8]) -> Vec<u8> {
     let mut imp = store.importer();
-    assert!(
-        imp.add(info, &mut &nar[..]).unwrap(),
-        "path was present already"
-    );
+    assert!(imp.add(info, &mut &nar[..]).unwrap(), "path was present already");
     imp.commit().unwrap();
     let entry = store.get(&info.path.hash()).unwrap().unwrap();
-    assert_eq!(
-        store.hash_nar(&entry.root).unwrap(),
-        (info.nar_hash, info.nar_size)
-    );
+    assert_eq!(store.hash_nar(&entry.root).unwrap(), (info.nar_hash, info.nar_size));
     let mut back = Vec::new();
     store.write_nar(&entry.root, &mut back).unwrap();
     back
@@ -84,10 +76,7 @@ fn deep_nesting_and_empty_things() {
     imp.commit().unwrap();
     let mut back = Vec::new();
     store
-        .write_nar(
-            &store.get(&info.path.hash()).unwrap().unwrap().root,
-            &mut back,
-        )
+        .write_nar(&store.get(&info.path.hash()).unwrap().unwrap().root, &mut back)
         .unwrap();
     assert!(back == nar_bytes);
 }
@@ -112,10 +101,7 @@ fn single_file_and_symlink_paths() {
         imp.commit().unwrap();
         let mut back = Vec::new();
         store
-            .write_nar(
-                &store.get(&info.path.hash()).unwrap().unwrap().root,
-                &mut back,
-            )
+            .write_nar(&store.get(&info.path.hash()).unwrap().unwrap().root, &mut back)
             .unwrap();
         assert!(back == nar_bytes, "path {i}");
     }

@@ -57,6 +57,12 @@ head_range_ls_and_compression() {
   curl -sI -r 1000-1999 "$SRV_URL/nar/$H.nar" | tr -d '\r' | grep -qi "^content-range: bytes 1000-1999/$size$" || fail "content-range"
   [[ $(curl -s -o /dev/null -w '%{http_code}' -r "$size-" "$SRV_URL/nar/$H.nar") == 416 ]] || fail "no 416"
   cmp <(curl -sf "$SRV_URL/nar/$H.nar") "$nar" || fail "full NAR"
+  # The whole NAR is now in the server's NAR cache: ranges and HEAD served from it agree.
+  cmp <(curl -sf "$SRV_URL/nar/$H.nar") "$nar" || fail "full NAR from cache"
+  cmp <(curl -sf -r 1000-1999 "$SRV_URL/nar/$H.nar") <(tail -c +1001 "$nar" | head -c 1000) || fail "cached range"
+  cmp <(curl -sf -r -100 "$SRV_URL/nar/$H.nar") <(tail -c 100 "$nar") || fail "cached suffix range"
+  curl -sfI "$SRV_URL/nar/$H.nar" | tr -d '\r' | grep -qi "^content-length: $size$" || fail "cached HEAD"
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -r "$size-" "$SRV_URL/nar/$H.nar") == 416 ]] || fail "cached 416"
   cmp <(curl -sf "$SRV_URL/nar/$H.nar.zst" | zstd -dc) "$nar" || fail "zstd NAR"
   cmp <(curl -sf "$SRV_URL/nar/$H.nar.xz" | xz -dc) "$nar" || fail "xz NAR"
   # Every regular file's narOffset in the .ls points at its contents in the NAR.

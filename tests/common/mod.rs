@@ -39,12 +39,8 @@ pub fn name() -> impl Strategy<Value = String> {
 
 pub fn tree() -> impl Strategy<Value = Tree> {
     let leaf = prop_oneof![
-        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(
-            |(executable, contents)| Tree::File {
-                executable,
-                contents
-            }
-        ),
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(executable, contents)| Tree::File { executable, contents }),
         "[a-z./]{1,20}".prop_map(Tree::Symlink),
     ];
     leaf.prop_recursive(6, 64, 6, |inner| {
@@ -55,10 +51,7 @@ pub fn tree() -> impl Strategy<Value = Tree> {
 /// Writes `tree` at `path` (which must not exist).
 pub fn write_tree(path: &Path, tree: &Tree) {
     match tree {
-        Tree::File {
-            executable,
-            contents,
-        } => {
+        Tree::File { executable, contents } => {
             std::fs::write(path, contents).unwrap();
             let mode = if *executable { 0o555 } else { 0o444 };
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -117,8 +110,7 @@ pub fn export_end(out: &mut Vec<u8>) {
 pub fn file_nar(contents: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut enc = grove::nar::Encoder::new(&mut buf).unwrap();
-    enc.file(false, contents.len() as u64, &mut &contents[..])
-        .unwrap();
+    enc.file(false, contents.len() as u64, &mut &contents[..]).unwrap();
     buf
 }
 
