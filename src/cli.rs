@@ -165,8 +165,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let server = &config.server;
             let options = http::Options {
                 priority: server.priority,
-                read_token: server.read_token.clone(),
-                write_token: server.write_token.clone(),
+                read_token: server.read_token()?,
+                write_token: server.write_token()?,
             };
             let public = key.public();
             let read = ReadPath::open(&store_path, key, server.compression)?.with_nar_cache(server.nar_cache_mib << 20);

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub read_token: Option<String>,
     /// Token clients must present to upload; uploads are refused without one.
     pub write_token: Option<String>,
+    /// A file holding the read token (keeps secrets out of the config, e.g. on NixOS).
+    pub read_token_file: Option<PathBuf>,
+    /// A file holding the write token.
+    pub write_token_file: Option<PathBuf>,
     /// MiB of memory for whole synthesised NARs kept for the next request (0 keeps none).
     pub nar_cache_mib: usize,
 }
@@ -88,8 +92,33 @@ impl Default for ServerConfig {
             compression: Default::default(),
             read_token: None,
             write_token: None,
+            read_token_file: None,
+            write_token_file: None,
             nar_cache_mib: 256,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The read token, from `read_token` or `read_token_file`.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        token(&self.read_token, &self.read_token_file)
+    }
+
+    /// The write token, from `write_token` or `write_token_file`.
+    pub fn write_token(&self) -> Result<Option<String>, ConfigError> {
+        token(&self.write_token, &self.write_token_file)
+    }
+}
+
+fn token(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(f)) => {
+            let t = std::fs::read_to_string(f).map_err(|e| ConfigError::Read(f.clone(), e))?;
+            Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()))
+        }
+        (None, None) => Ok(None),
     }
 }
 

@@ -166,7 +166,8 @@ many_clients_at_once() {
 
 read_token_guards_reads() {
   local s=$WORK/serve-private; rm -rf "$s"; grove --store "$s" init >/dev/null 2>&1
-  printf 'server:\n  read_token: r34d\n  compression: zstd\n' > "$WORK/private.yaml"
+  printf 'r34d\n' > "$WORK/read-token"
+  printf 'server:\n  read_token_file: %s\n  compression: zstd\n' "$WORK/read-token" > "$WORK/private.yaml"
   start_grove PRIV "$s" "$WORK/private.yaml"
   [[ $(curl -s -o /dev/null -w '%{http_code}' "$PRIV_URL/nix-cache-info") == 401 ]] || fail "read without token"
   curl -sf -H "Authorization: Bearer r34d" "$PRIV_URL/nix-cache-info" | grep -q StoreDir || fail "bearer read"
