@@ -8,6 +8,7 @@ pub mod export;
 pub mod filecache;
 pub mod hash;
 pub mod http;
+pub mod layout;
 pub mod listing;
 pub mod localnix;
 pub mod nar;

@@ -8,7 +8,7 @@ use git2::FileMode;
 use serde::Serialize;
 
 use crate::nar::{padding, token_size, MAGIC};
-use crate::store::{unescape_name, Root, Store, StoreError};
+use crate::store::{Root, Store, StoreError};
 
 /// One node of a listing.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -64,14 +64,7 @@ impl Store {
         let listing = match node.mode {
             FileMode::Tree => {
                 *off += tok(b"directory");
-                let tree = self.repo().find_tree(node.oid)?;
-                let mut children: Vec<(Vec<u8>, Root)> = Vec::with_capacity(tree.len());
-                for e in tree.iter() {
-                    let mode = crate::store::mode_of(e.filemode())
-                        .ok_or_else(|| StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into()))?;
-                    children.push((unescape_name(e.name_bytes()).to_vec(), Root { mode, oid: e.id() }));
-                }
-                children.sort_by(|a, b| a.0.cmp(&b.0));
+                let children = self.children(node)?;
                 let mut entries = BTreeMap::new();
                 for (name, child) in children {
                     *off += tok(b"entry") + tok(b"(") + tok(b"name") + tok(&name) + tok(b"node");

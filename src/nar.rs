@@ -157,6 +157,11 @@ impl<W: Write> Encoder<W> {
         self.tokens(&[b")"])
     }
 
+    /// The underlying writer, e.g. to interleave file contents written elsewhere.
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         self.out

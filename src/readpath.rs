@@ -1,14 +1,15 @@
 //! The one read path: every front end (HTTP, FUSE, CLI) resolves store paths, narinfo, NARs and
 //! NAR byte ranges here, on pooled Git handles.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
 
+use crate::layout::NarLayout;
 use crate::listing::NarListing;
 use crate::narinfo::NarInfo;
 use crate::signing::SecretKey;
@@ -57,6 +58,8 @@ impl Compression {
 
 /// How many signed narinfo texts are kept.
 const NARINFO_CACHE_ENTRIES: usize = 65_536;
+/// How many NAR layouts are kept.
+const LAYOUT_CACHE_ENTRIES: usize = 4096;
 
 /// Shared, thread-safe access to one store.
 ///
@@ -68,6 +71,7 @@ pub struct ReadPath {
     key: SecretKey,
     compression: Compression,
     narinfos: Mutex<LruCache<StoreHash, Bytes>>,
+    layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
     nars: Mutex<NarCache>,
 }
 
@@ -110,6 +114,9 @@ impl ReadPath {
             key,
             compression,
             narinfos: Mutex::new(LruCache::new(entries)),
+            layouts: Mutex::new(LruCache::new(
+                NonZeroUsize::new(LAYOUT_CACHE_ENTRIES).expect("non-zero"),
+            )),
             nars: Mutex::new(NarCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
@@ -182,17 +189,21 @@ impl ReadPath {
         self.nars.lock().expect("poisoned").insert(hash, nar);
     }
 
-    /// Writes bytes `start..end` of a path's NAR to `out` without building the rest in memory.
-    pub fn write_nar_range(&self, entry: &Entry, start: u64, end: u64, out: &mut dyn Write) -> Result<(), StoreError> {
-        let mut w = RangeWriter {
-            out,
-            skip: start,
-            left: end.saturating_sub(start),
-        };
-        match self.with_store(|s| s.write_nar(&entry.root, &mut w)) {
-            Err(StoreError::Io(e)) | Err(StoreError::Nar(crate::nar::NarError::Io(e))) if is_range_done(&e) => Ok(()),
-            other => other,
+    /// The NAR layout of a path (cached).
+    pub fn layout(&self, entry: &Entry) -> Result<Arc<NarLayout>, StoreError> {
+        let hash = entry.info.path.hash();
+        if let Some(l) = self.layouts.lock().expect("poisoned").get(&hash) {
+            return Ok(l.clone());
         }
+        let layout = Arc::new(self.with_store(|s| s.nar_layout(&entry.root))?);
+        self.layouts.lock().expect("poisoned").put(hash, layout.clone());
+        Ok(layout)
+    }
+
+    /// Writes bytes `start..end` of a path's NAR to `out`, reading only the blobs they cover.
+    pub fn write_nar_range(&self, entry: &Entry, start: u64, end: u64, out: &mut dyn Write) -> Result<(), StoreError> {
+        let layout = self.layout(entry)?;
+        self.with_store(|s| s.write_nar_range(&layout, start, end, out))
     }
 
     /// The `.ls` listing of a path.
@@ -213,41 +224,5 @@ pub fn narinfo_for(entry: Entry, key: &SecretKey, compression: Compression) -> N
         file_hash: plain.then_some(info.nar_hash),
         file_size: plain.then_some(info.nar_size),
         info,
-    }
-}
-
-const RANGE_DONE: &str = "grove: requested range written";
-
-fn is_range_done(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Other && e.to_string() == RANGE_DONE
-}
-
-/// Passes on only a window of what is written, and stops the writer once the window is full.
-struct RangeWriter<'a> {
-    out: &'a mut dyn Write,
-    skip: u64,
-    left: u64,
-}
-
-impl Write for RangeWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Err(io::Error::other(RANGE_DONE));
-        }
-        let n = buf.len() as u64;
-        if self.skip >= n {
-            self.skip -= n;
-            return Ok(buf.len());
-        }
-        let from = self.skip as usize;
-        self.skip = 0;
-        let take = (buf.len() - from).min(self.left.min(usize::MAX as u64) as usize);
-        self.out.write_all(&buf[from..from + take])?;
-        self.left -= take as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
     }
 }

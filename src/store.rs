@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use git2::{FileMode, ObjectType, Oid, Repository};
 
 use crate::hash::{HashingWriter, NarHash};
-use crate::nar::{self, Encoder, NarError, NarVisitor};
+use crate::layout::{NarLayout, Segment};
+use crate::nar::{self, NarError, NarVisitor};
 use crate::narinfo::{NarInfo, NarInfoError, PathInfo};
 use crate::store_path::{StoreHash, StorePath, StorePathError, HASH_LEN, STORE_DIR};
 
@@ -253,48 +254,49 @@ impl Store {
 
     /// Writes the path's NAR, byte for byte what `nix-store --dump` writes.
     pub fn write_nar(&self, root: &Root, out: &mut dyn Write) -> Result<()> {
-        let mut enc = Encoder::new(out)?;
-        self.write_node(root, &mut enc)
+        let layout = self.nar_layout(root)?;
+        self.write_nar_range(&layout, 0, layout.size(), out)
     }
 
-    fn write_node(&self, node: &Root, enc: &mut Encoder<&mut dyn Write>) -> Result<()> {
-        match node.mode {
-            FileMode::Tree => {
-                let tree = self.repo.find_tree(node.oid)?;
-                let mut entries = Vec::with_capacity(tree.len());
-                for e in tree.iter() {
-                    let mode = mode_of(e.filemode())
-                        .ok_or_else(|| StoreError::Corrupt(node.oid.to_string(), "unsupported mode".into()))?;
-                    entries.push((unescape_name(e.name_bytes()).to_vec(), Root { mode, oid: e.id() }));
-                }
-                // Git orders trees as if directory names ended in '/'; NAR orders bytewise.
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                enc.dir_start()?;
-                for (name, child) in &entries {
-                    enc.entry_start(name)?;
-                    self.write_node(child, enc)?;
-                    enc.entry_end()?;
-                }
-                enc.dir_end()?;
+    /// Writes bytes `start..end` of the NAR with this layout, reading only the blobs they cover.
+    pub fn write_nar_range(&self, layout: &NarLayout, start: u64, end: u64, out: &mut dyn Write) -> Result<()> {
+        for (at, segment) in layout.from(start) {
+            if at >= end {
+                break;
             }
-            FileMode::Link => enc.symlink(self.repo.find_blob(node.oid)?.content())?,
-            mode => {
-                let executable = mode == FileMode::BlobExecutable;
-                let odb = self.repo.odb()?;
-                let (size, _) = odb.read_header(node.oid)?;
-                // Large loose blobs stream from disk; libgit2 cannot stream packed objects, so
-                // those (and small blobs) are inflated whole.
-                if size as u64 > STREAM_BLOB_THRESHOLD {
-                    if let Ok((mut reader, size, _)) = odb.reader(node.oid) {
-                        enc.file(executable, size as u64, &mut reader)?;
-                        return Ok(());
-                    }
-                }
-                let blob = self.repo.find_blob(node.oid)?;
-                let content = blob.content();
-                enc.file(executable, content.len() as u64, &mut &content[..])?;
+            let from = start.saturating_sub(at);
+            let to = segment.len().min(end - at);
+            match segment {
+                Segment::Syntax(bytes) => out.write_all(&bytes[from as usize..to as usize])?,
+                Segment::Blob { oid, len } => self.write_blob_range(*oid, *len, from, to, out)?,
             }
         }
+        Ok(())
+    }
+
+    /// Writes bytes `from..to` of a blob of `len` bytes.
+    fn write_blob_range(&self, oid: Oid, len: u64, from: u64, to: u64, out: &mut dyn Write) -> Result<()> {
+        // Large loose blobs stream from disk; libgit2 cannot stream packed objects, so those
+        // (and small blobs) are inflated whole.
+        if len > STREAM_BLOB_THRESHOLD {
+            if let Ok((reader, _, _)) = self.repo.odb()?.reader(oid) {
+                let mut reader = reader.take(to);
+                io::copy(&mut (&mut reader).take(from), &mut io::sink())?;
+                let copied = io::copy(&mut reader, out)?;
+                if copied != to - from {
+                    return Err(StoreError::Corrupt(
+                        oid.to_string(),
+                        "blob shorter than its header".into(),
+                    ));
+                }
+                return Ok(());
+            }
+        }
+        let blob = self.repo.find_blob(oid)?;
+        let content = blob.content().get(from as usize..to as usize);
+        out.write_all(
+            content.ok_or_else(|| StoreError::Corrupt(oid.to_string(), "blob shorter than its header".into()))?,
+        )?;
         Ok(())
     }
 

@@ -51,8 +51,20 @@ proptest! {
         prop_assert!(ours == nix_dump(&root), "dump_path differs from nix-store --dump");
 
         let store = Store::init(&dir.path().join("repo")).unwrap();
-        let back = through_git(&store, &info_for(&ours, "t"), &ours);
+        let info = info_for(&ours, "t");
+        let back = through_git(&store, &info, &ours);
         prop_assert!(back == ours, "NAR from Git differs");
+
+        // Any byte range from the layout equals that slice of the NAR.
+        let entry = store.get(&info.path.hash()).unwrap().unwrap();
+        let layout = store.nar_layout(&entry.root).unwrap();
+        prop_assert_eq!(layout.size(), ours.len() as u64);
+        let n = ours.len() as u64;
+        for (a, b) in [(0, n), (0, 1), (n - 1, n), (n / 3, n / 2), (7, n - 9), (n / 2, n / 2 + 1)] {
+            let mut range = Vec::new();
+            store.write_nar_range(&layout, a, b, &mut range).unwrap();
+            prop_assert!(range[..] == ours[a as usize..b as usize], "range {}..{} of {}", a, b, n);
+        }
     }
 }
 

@@ -1,0 +1,156 @@
+//! A path's NAR as a sequence of segments — NAR syntax bytes and whole Git blobs — each at its
+//! offset, computed from the tree without reading file contents. It answers "which bytes are at
+//! offset N" for the mount's virtual NAR files and for NAR byte ranges.
+
+use std::io::{self, Write};
+
+use git2::{FileMode, Oid};
+
+use crate::nar::Encoder;
+use crate::store::{unescape_name, Root, Store, StoreError};
+
+/// Where a run of NAR bytes comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// NAR syntax: tokens, names, symlink targets, padding.
+    Syntax(Vec<u8>),
+    /// A regular file's contents: the whole blob.
+    Blob {
+        /// The blob.
+        oid: Oid,
+        /// Its size.
+        len: u64,
+    },
+}
+
+impl Segment {
+    /// Number of NAR bytes the segment covers.
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Syntax(b) => b.len() as u64,
+            Segment::Blob { len, .. } => *len,
+        }
+    }
+
+    /// Whether it covers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The layout of one NAR.
+#[derive(Debug, Clone, Default)]
+pub struct NarLayout {
+    starts: Vec<u64>,
+    segments: Vec<Segment>,
+    size: u64,
+}
+
+impl NarLayout {
+    /// The NAR's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The segments from the one holding `offset` on, each with its start offset.
+    pub fn from(&self, offset: u64) -> impl Iterator<Item = (u64, &Segment)> {
+        let first = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        self.starts[first..].iter().copied().zip(&self.segments[first..])
+    }
+
+    /// Approximate memory the layout takes.
+    pub fn weight(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| 16 + if let Segment::Syntax(b) = s { b.len() } else { 20 })
+            .sum()
+    }
+
+    fn push(&mut self, segment: Segment) {
+        if segment.is_empty() {
+            return;
+        }
+        self.starts.push(self.size);
+        self.size += segment.len();
+        self.segments.push(segment);
+    }
+}
+
+/// Collects syntax bytes written through an [`Encoder`] and blob segments put between them.
+#[derive(Default)]
+struct Builder {
+    layout: NarLayout,
+    syntax: Vec<u8>,
+}
+
+impl Builder {
+    fn blob(&mut self, oid: Oid, len: u64) {
+        let syntax = std::mem::take(&mut self.syntax);
+        self.layout.push(Segment::Syntax(syntax));
+        self.layout.push(Segment::Blob { oid, len });
+    }
+
+    fn finish(mut self) -> NarLayout {
+        let syntax = std::mem::take(&mut self.syntax);
+        self.layout.push(Segment::Syntax(syntax));
+        self.layout
+    }
+}
+
+impl Write for Builder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.syntax.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The NAR layout of a path's contents.
+    pub fn nar_layout(&self, root: &Root) -> Result<NarLayout, StoreError> {
+        let odb = self.repo().odb()?;
+        let mut enc = Encoder::new(Builder::default())?;
+        self.layout_node(&odb, root, &mut enc)?;
+        Ok(enc.into_inner().finish())
+    }
+
+    fn layout_node(&self, odb: &git2::Odb<'_>, node: &Root, enc: &mut Encoder<Builder>) -> Result<(), StoreError> {
+        match node.mode {
+            FileMode::Tree => {
+                enc.dir_start()?;
+                for (name, child) in self.children(node)? {
+                    enc.entry_start(&name)?;
+                    self.layout_node(odb, &child, enc)?;
+                    enc.entry_end()?;
+                }
+                enc.dir_end()?;
+            }
+            FileMode::Link => enc.symlink(self.repo().find_blob(node.oid)?.content())?,
+            mode => {
+                let (len, _) = odb.read_header(node.oid)?;
+                let len = len as u64;
+                enc.file_header(mode == FileMode::BlobExecutable, len)?;
+                enc.writer_mut().blob(node.oid, len);
+                enc.file_trailer(len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory's entries in NAR order (bytewise by unescaped name).
+    pub fn children(&self, dir: &Root) -> Result<Vec<(Vec<u8>, Root)>, StoreError> {
+        let tree = self.repo().find_tree(dir.oid)?;
+        let mut entries = Vec::with_capacity(tree.len());
+        for e in tree.iter() {
+            let mode = crate::store::mode_of(e.filemode())
+                .ok_or_else(|| StoreError::Corrupt(dir.oid.to_string(), "unsupported mode".into()))?;
+            entries.push((unescape_name(e.name_bytes()).to_vec(), Root { mode, oid: e.id() }));
+        }
+        // Git orders trees as if directory names ended in '/'; NAR orders bytewise.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+}
