@@ -84,6 +84,17 @@ pub enum Command {
     },
     /// Re-hash every path from Git and compare it with its recorded NarHash and NarSize.
     Verify,
+    /// Mount the store read-only with FUSE: DIR/<hash>-<name> for every path, DIR/.nar/<hash>.nar
+    /// (virtual NARs) and DIR/.narinfo/<hash>.narinfo.
+    Mount {
+        /// Where to mount, e.g. /nix/store on a host without Nix.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Detach once mounted (default: stay in the foreground until SIGINT/SIGTERM or
+        /// `fusermount3 -u DIR`).
+        #[arg(long)]
+        daemon: bool,
+    },
     /// Serve the store to Nix over HTTP: a substituter and, with server.write_token, an upload
     /// target for `nix copy --to` (creates the store and key when missing).
     Serve {
@@ -141,7 +152,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let store = Store::open(&store_path)?;
             let entry = store.require(&path)?;
             let key = load_key(&key_path)?;
-            print!("{}", narinfo_for(entry, &key, Compression::None).render());
+            print!("{}", narinfo_for(entry, Some(&key), Compression::None).render());
         }
         Command::List => {
             let mut out = BufWriter::new(io::stdout().lock());
@@ -154,6 +165,7 @@ pub fn run(cli: Cli) -> Result<()> {
             which: KeyCommand::Public,
         } => println!("{}", load_key(&key_path)?.public()),
         Command::Verify => verify(&Store::open(&store_path)?)?,
+        Command::Mount { dir, daemon } => mount(&store_path, &key_path, &dir, daemon)?,
         Command::Serve { listen } => {
             let key = init_store(&store_path, &key_path, &config)?;
             let addr = listen.unwrap_or_else(|| format!("{}:{}", config.server.host, config.server.port));
@@ -169,7 +181,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 write_token: server.write_token()?,
             };
             let public = key.public();
-            let read = ReadPath::open(&store_path, key, server.compression)?.with_nar_cache(server.nar_cache_mib << 20);
+            let read =
+                ReadPath::open(&store_path, Some(key), server.compression)?.with_nar_cache(server.nar_cache_mib << 20);
             http::run(read, options, &addr, |bound| {
                 eprintln!("serving on http://{bound}; add these lines to nix.conf to use this cache:");
                 println!("substituters = http://{bound}");
@@ -178,6 +191,60 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn mount(store_path: &Path, key_path: &Path, dir: &Path, daemon: bool) -> Result<()> {
+    Store::open(store_path)?;
+    if !dir.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    let key = match load_key(key_path) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!("{e:#}; .narinfo files keep only the signatures paths already have");
+            None
+        }
+    };
+    let ready = if daemon { Some(daemonize()?) } else { None };
+    let read = ReadPath::open(store_path, key, Compression::None)?;
+    crate::fuse::mount(read, dir, || {
+        if let Some(mut tell_parent) = ready {
+            let _ = tell_parent.write_all(b"1");
+            detach_stdio();
+        }
+    })
+}
+
+/// Forks: the parent waits until the child reports the mount ready (exit 0) or fails (exit 1);
+/// the child, in a new session, gets the pipe to report on.
+fn daemonize() -> Result<io::PipeWriter> {
+    let (mut reader, writer) = io::pipe()?;
+    // SAFETY: called before this process starts any thread, so the child is a complete copy.
+    match unsafe { libc::fork() } {
+        -1 => bail!("fork failed: {}", io::Error::last_os_error()),
+        0 => {
+            drop(reader);
+            // SAFETY: setsid has no memory effects; it detaches from the terminal's session.
+            unsafe { libc::setsid() };
+            Ok(writer)
+        }
+        _ => {
+            drop(writer);
+            let mut byte = [0u8; 1];
+            let ok = matches!(reader.read(&mut byte), Ok(1));
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
 }
 
 fn init_logging(level: Option<&str>) {

@@ -58,6 +58,29 @@ impl NarLayout {
         self.starts[first..].iter().copied().zip(&self.segments[first..])
     }
 
+    /// Copies NAR bytes `start..end` to `out`: syntax from the layout, and of each file the
+    /// part `from..to` of its blob through `blob(oid, len, from, to, out)`.
+    pub fn copy_range<E: From<io::Error>>(
+        &self,
+        start: u64,
+        end: u64,
+        out: &mut dyn Write,
+        mut blob: impl FnMut(Oid, u64, u64, u64, &mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (at, segment) in self.from(start) {
+            if at >= end {
+                break;
+            }
+            let from = start.saturating_sub(at);
+            let to = segment.len().min(end - at);
+            match segment {
+                Segment::Syntax(bytes) => out.write_all(&bytes[from as usize..to as usize])?,
+                Segment::Blob { oid, len } => blob(*oid, *len, from, to, out)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Approximate memory the layout takes.
     pub fn weight(&self) -> usize {
         self.segments

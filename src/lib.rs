@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod export;
 pub mod filecache;
+pub mod fuse;
 pub mod hash;
 pub mod http;
 pub mod layout;

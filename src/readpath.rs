@@ -68,44 +68,60 @@ const LAYOUT_CACHE_ENTRIES: usize = 4096;
 pub struct ReadPath {
     path: PathBuf,
     handles: Mutex<Vec<Store>>,
-    key: SecretKey,
+    key: Option<SecretKey>,
     compression: Compression,
     narinfos: Mutex<LruCache<StoreHash, Bytes>>,
     layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
-    nars: Mutex<NarCache>,
+    nars: Mutex<ByteLru<StoreHash>>,
+    blobs: Mutex<ByteLru<git2::Oid>>,
 }
 
-/// Whole NARs by path, within a byte budget.
-struct NarCache {
-    lru: LruCache<StoreHash, Bytes>,
+/// Byte strings by key within a byte budget, least recently used first out.
+struct ByteLru<K: std::hash::Hash + Eq> {
+    lru: LruCache<K, Bytes>,
     bytes: usize,
     budget: usize,
 }
 
-impl NarCache {
-    fn insert(&mut self, hash: StoreHash, nar: Bytes) {
-        if !self.fits(nar.len() as u64) || self.lru.contains(&hash) {
+impl<K: std::hash::Hash + Eq> ByteLru<K> {
+    fn new(budget: usize) -> Self {
+        ByteLru {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn get(&mut self, key: &K) -> Option<Bytes> {
+        self.lru.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: K, value: Bytes) {
+        if !self.fits(value.len() as u64) || self.lru.contains(&key) {
             return;
         }
-        while self.bytes + nar.len() > self.budget {
+        while self.bytes + value.len() > self.budget {
             match self.lru.pop_lru() {
                 Some((_, old)) => self.bytes -= old.len(),
                 None => break,
             }
         }
-        self.bytes += nar.len();
-        self.lru.put(hash, nar);
+        self.bytes += value.len();
+        self.lru.put(key, value);
     }
 
-    /// Whether a NAR of `size` bytes may be cached: at most a quarter of the budget.
+    /// Whether a value of `size` bytes may be kept: at most a quarter of the budget.
     fn fits(&self, size: u64) -> bool {
         size <= (self.budget / 4) as u64
     }
 }
 
+/// Default memory for blob contents read through [`ReadPath::blob`].
+pub const DEFAULT_BLOB_CACHE: usize = 256 << 20;
+
 impl ReadPath {
     /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
-    pub fn open(path: &Path, key: SecretKey, compression: Compression) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, key: Option<SecretKey>, compression: Compression) -> Result<Self, StoreError> {
         let first = Store::open(path)?;
         let entries = NonZeroUsize::new(NARINFO_CACHE_ENTRIES).expect("non-zero");
         Ok(ReadPath {
@@ -117,11 +133,8 @@ impl ReadPath {
             layouts: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LAYOUT_CACHE_ENTRIES).expect("non-zero"),
             )),
-            nars: Mutex::new(NarCache {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-                budget: 0,
-            }),
+            nars: Mutex::new(ByteLru::new(0)),
+            blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
         })
     }
 
@@ -131,9 +144,9 @@ impl ReadPath {
         self
     }
 
-    /// The signing key.
-    pub fn key(&self) -> &SecretKey {
-        &self.key
+    /// The signing key, if the store has one.
+    pub fn key(&self) -> Option<&SecretKey> {
+        self.key.as_ref()
     }
 
     /// Runs `f` on a Git handle from the pool (opening one only when all are busy).
@@ -155,7 +168,9 @@ impl ReadPath {
 
     /// The signed narinfo of a path, pointing at the NAR URL this cache serves.
     pub fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, StoreError> {
-        Ok(self.entry(hash)?.map(|e| narinfo_for(e, &self.key, self.compression)))
+        Ok(self
+            .entry(hash)?
+            .map(|e| narinfo_for(e, self.key.as_ref(), self.compression)))
     }
 
     /// The rendered signed narinfo if it is cached (no Git access).
@@ -176,7 +191,7 @@ impl ReadPath {
 
     /// A path's whole NAR if it is cached.
     pub fn cached_nar(&self, hash: &StoreHash) -> Option<Bytes> {
-        self.nars.lock().expect("poisoned").lru.get(hash).cloned()
+        self.nars.lock().expect("poisoned").get(hash)
     }
 
     /// Whether a NAR of `size` bytes would be kept by [`ReadPath::remember_nar`].
@@ -206,17 +221,44 @@ impl ReadPath {
         self.with_store(|s| s.write_nar_range(&layout, start, end, out))
     }
 
+    /// A blob's contents, inflated once and kept while the blob cache has room (a blob larger
+    /// than a quarter of it is read anew each time: hold on to the result).
+    pub fn blob(&self, oid: git2::Oid) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.blobs.lock().expect("poisoned").get(&oid) {
+            return Ok(b);
+        }
+        let bytes = self.with_store(|s| Ok(Bytes::copy_from_slice(s.repo().find_blob(oid)?.content())))?;
+        self.blobs.lock().expect("poisoned").insert(oid, bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Up to `size` bytes of a path's NAR from `offset`, with file contents from the blob cache.
+    pub fn read_nar_at(&self, entry: &Entry, offset: u64, size: u64) -> Result<Vec<u8>, StoreError> {
+        let layout = self.layout(entry)?;
+        let end = offset.saturating_add(size).min(layout.size());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        if offset < end {
+            layout.copy_range(offset, end, &mut out, |oid, _, from, to, out| {
+                out.write_all(&self.blob(oid)?[from as usize..to as usize])?;
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
     /// The `.ls` listing of a path.
     pub fn listing(&self, entry: &Entry) -> Result<NarListing, StoreError> {
         self.with_store(|s| s.listing(&entry.root))
     }
 }
 
-/// The narinfo served for a path: its NAR at `nar/<hash>.nar[.ext]`, signed with `key` (other
-/// signatures kept).
-pub fn narinfo_for(entry: Entry, key: &SecretKey, compression: Compression) -> NarInfo {
+/// The narinfo served for a path: its NAR at `nar/<hash>.nar[.ext]`, signed with `key` if given
+/// (other signatures kept).
+pub fn narinfo_for(entry: Entry, key: Option<&SecretKey>, compression: Compression) -> NarInfo {
     let mut info = entry.info;
-    info.sign(key);
+    if let Some(key) = key {
+        info.sign(key);
+    }
     let plain = compression == Compression::None;
     NarInfo {
         url: Some(format!("nar/{}.nar{}", info.path.hash(), compression.extension())),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use git2::{FileMode, ObjectType, Oid, Repository};
 
 use crate::hash::{HashingWriter, NarHash};
-use crate::layout::{NarLayout, Segment};
+use crate::layout::NarLayout;
 use crate::nar::{self, NarError, NarVisitor};
 use crate::narinfo::{NarInfo, NarInfoError, PathInfo};
 use crate::store_path::{StoreHash, StorePath, StorePathError, HASH_LEN, STORE_DIR};
@@ -260,22 +260,13 @@ impl Store {
 
     /// Writes bytes `start..end` of the NAR with this layout, reading only the blobs they cover.
     pub fn write_nar_range(&self, layout: &NarLayout, start: u64, end: u64, out: &mut dyn Write) -> Result<()> {
-        for (at, segment) in layout.from(start) {
-            if at >= end {
-                break;
-            }
-            let from = start.saturating_sub(at);
-            let to = segment.len().min(end - at);
-            match segment {
-                Segment::Syntax(bytes) => out.write_all(&bytes[from as usize..to as usize])?,
-                Segment::Blob { oid, len } => self.write_blob_range(*oid, *len, from, to, out)?,
-            }
-        }
-        Ok(())
+        layout.copy_range(start, end, out, |oid, len, from, to, out| {
+            self.write_blob_range(oid, len, from, to, out)
+        })
     }
 
     /// Writes bytes `from..to` of a blob of `len` bytes.
-    fn write_blob_range(&self, oid: Oid, len: u64, from: u64, to: u64, out: &mut dyn Write) -> Result<()> {
+    pub fn write_blob_range(&self, oid: Oid, len: u64, from: u64, to: u64, out: &mut dyn Write) -> Result<()> {
         // Large loose blobs stream from disk; libgit2 cannot stream packed objects, so those
         // (and small blobs) are inflated whole.
         if len > STREAM_BLOB_THRESHOLD {

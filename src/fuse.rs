@@ -1,0 +1,499 @@
+//! `grove mount`: the store as a read-only Nix-store-like file system (FUSE), served from the
+//! read path.
+//!
+//! ```text
+//! DIR/<hash>-<name>/…        every store path: directories, files (0444, 0555 if executable),
+//!                            symlinks; a path that is a single file or symlink is that file
+//! DIR/.nar/<hash>.nar        the path's NAR, read at any offset without building it whole
+//! DIR/.narinfo/<hash>.narinfo  the narinfo HTTP serves, signed
+//! ```
+//! Store paths never change, so attributes and entries are cached by the kernel for an hour and
+//! file pages are kept across opens. The root is listed anew on every `readdir`, so paths added
+//! after mounting appear; a lookup of a name that is not (yet) there is not cached.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
+};
+use git2::FileMode;
+
+use crate::readpath::ReadPath;
+use crate::store::{escape_name, Entry, Root, StoreError};
+use crate::store_path::{StoreHash, StorePath};
+
+/// How long the kernel may cache what never changes: attributes and entries inside store paths.
+const TTL: Duration = Duration::from_secs(3600);
+/// How long the kernel may cache the attributes of the three top directories, which grow.
+const DIR_TTL: Duration = Duration::from_secs(1);
+
+const ROOT: u64 = 1;
+const NAR_DIR: u64 = 2;
+const NARINFO_DIR: u64 = 3;
+
+#[derive(Clone)]
+enum Node {
+    Root,
+    NarDir,
+    NarinfoDir,
+    /// Something inside a store path (or its top); `size` for files and symlinks.
+    Git {
+        root: Root,
+        size: u64,
+    },
+    /// A virtual NAR.
+    Nar {
+        hash: StoreHash,
+        size: u64,
+    },
+    /// A signed narinfo.
+    Narinfo {
+        text: Bytes,
+    },
+}
+
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
+    next: u64,
+}
+
+enum Handle {
+    File(Bytes),
+    Nar(Entry),
+}
+
+/// The file system.
+pub struct GroveFs {
+    read: Arc<ReadPath>,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn eio(e: StoreError) -> Errno {
+    tracing::error!("mount: {e}");
+    Errno::EIO
+}
+
+impl GroveFs {
+    /// A file system over `read`.
+    pub fn new(read: Arc<ReadPath>) -> Self {
+        let nodes = HashMap::from([
+            (ROOT, Node::Root),
+            (NAR_DIR, Node::NarDir),
+            (NARINFO_DIR, Node::NarinfoDir),
+        ]);
+        let by_name = HashMap::from([
+            ((ROOT, b".nar".to_vec()), NAR_DIR),
+            ((ROOT, b".narinfo".to_vec()), NARINFO_DIR),
+        ]);
+        GroveFs {
+            read,
+            inodes: Mutex::new(Inodes {
+                nodes,
+                by_name,
+                next: NARINFO_DIR + 1,
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        self.inodes.lock().expect("poisoned").nodes.get(&ino).cloned()
+    }
+
+    /// The inode of `name` in `parent`: the same number every time within this mount.
+    fn intern(&self, parent: u64, name: &[u8], node: Node) -> u64 {
+        let mut inodes = self.inodes.lock().expect("poisoned");
+        if let Some(&ino) = inodes.by_name.get(&(parent, name.to_vec())) {
+            return ino;
+        }
+        let ino = inodes.next;
+        inodes.next += 1;
+        inodes.nodes.insert(ino, node);
+        inodes.by_name.insert((parent, name.to_vec()), ino);
+        ino
+    }
+
+    fn git_node(&self, root: Root) -> Result<Node, StoreError> {
+        let size = match root.mode {
+            FileMode::Tree => 0,
+            _ => self
+                .read
+                .with_store(|s| Ok(s.repo().odb()?.read_header(root.oid)?.0 as u64))?,
+        };
+        Ok(Node::Git { root, size })
+    }
+
+    fn store_entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
+        self.read.entry(hash)
+    }
+
+    /// Resolves `name` in the directory `parent`.
+    fn resolve(&self, parent: &Node, name: &[u8]) -> Result<Option<Node>, StoreError> {
+        let text = std::str::from_utf8(name).ok();
+        match parent {
+            Node::Root => {
+                let Some(path) = text.and_then(|t| StorePath::from_base_name(t).ok()) else {
+                    return Ok(None);
+                };
+                match self.store_entry(&path.hash())? {
+                    Some(e) if e.info.path == path => Ok(Some(self.git_node(e.root)?)),
+                    _ => Ok(None),
+                }
+            }
+            Node::NarDir => {
+                let Some(hash) = text.and_then(|t| t.strip_suffix(".nar")).and_then(|h| h.parse().ok()) else {
+                    return Ok(None);
+                };
+                Ok(self.store_entry(&hash)?.map(|e| Node::Nar {
+                    hash,
+                    size: e.info.nar_size,
+                }))
+            }
+            Node::NarinfoDir => {
+                let Some(hash) = text
+                    .and_then(|t| t.strip_suffix(".narinfo"))
+                    .and_then(|h| h.parse().ok())
+                else {
+                    return Ok(None);
+                };
+                Ok(self.read.narinfo_text(&hash)?.map(|text| Node::Narinfo { text }))
+            }
+            Node::Git { root, .. } if root.mode == FileMode::Tree => {
+                let child = self.read.with_store(|s| {
+                    let tree = s.repo().find_tree(root.oid)?;
+                    let found = tree.get_name_bytes(&escape_name(name)).map(|e| (e.filemode(), e.id()));
+                    Ok(found)
+                })?;
+                let Some((mode, oid)) = child else { return Ok(None) };
+                let mode = crate::store::mode_of(mode)
+                    .ok_or_else(|| StoreError::Corrupt(oid.to_string(), "unsupported mode".into()))?;
+                Ok(Some(self.git_node(Root { mode, oid })?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let (kind, perm, size) = match node {
+            Node::Root | Node::NarDir | Node::NarinfoDir => (FileType::Directory, 0o555, 0),
+            Node::Git { root, size } => match root.mode {
+                FileMode::Tree => (FileType::Directory, 0o555, 0),
+                FileMode::Link => (FileType::Symlink, 0o777, *size),
+                FileMode::BlobExecutable => (FileType::RegularFile, 0o555, *size),
+                _ => (FileType::RegularFile, 0o444, *size),
+            },
+            Node::Nar { size, .. } => (FileType::RegularFile, 0o444, *size),
+            Node::Narinfo { text } => (FileType::RegularFile, 0o444, text.len() as u64),
+        };
+        let time = UNIX_EPOCH + Duration::from_secs(1);
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn ttl(ino: u64) -> Duration {
+        if ino <= NARINFO_DIR {
+            DIR_TTL
+        } else {
+            TTL
+        }
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    fn list(&self, ino: u64, node: &Node) -> Result<Vec<(u64, FileType, Vec<u8>)>, StoreError> {
+        let mut out = vec![
+            (ino, FileType::Directory, b".".to_vec()),
+            (ROOT, FileType::Directory, b"..".to_vec()),
+        ];
+        let kind_of = |n: &Node| self.attr(0, n).kind;
+        match node {
+            Node::Root => {
+                out.push((NAR_DIR, FileType::Directory, b".nar".to_vec()));
+                out.push((NARINFO_DIR, FileType::Directory, b".narinfo".to_vec()));
+                for path in self.read.with_store(|s| s.list())? {
+                    let name = path.base_name().into_bytes();
+                    if let Some(n) = self.resolve(node, &name)? {
+                        out.push((self.intern(ROOT, &name, n.clone()), kind_of(&n), name));
+                    }
+                }
+            }
+            Node::NarDir | Node::NarinfoDir => {
+                let ext = if matches!(node, Node::NarDir) { "nar" } else { "narinfo" };
+                for path in self.read.with_store(|s| s.list())? {
+                    let name = format!("{}.{ext}", path.hash()).into_bytes();
+                    if let Some(n) = self.resolve(node, &name)? {
+                        out.push((self.intern(ino, &name, n), FileType::RegularFile, name));
+                    }
+                }
+            }
+            Node::Git { root, .. } => {
+                for (name, child) in self.read.with_store(|s| s.children(root))? {
+                    let n = self.git_node(child)?;
+                    out.push((self.intern(ino, &name, n.clone()), kind_of(&n), name));
+                }
+            }
+            Node::Nar { .. } | Node::Narinfo { .. } => {}
+        }
+        Ok(out)
+    }
+
+    fn handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("poisoned").insert(fh, h);
+        FileHandle(fh)
+    }
+}
+
+impl Filesystem for GroveFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes();
+        let Some(pnode) = self.node(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if parent.0 == ROOT && (name == b".nar" || name == b".narinfo") {
+            let ino = if name == b".nar" { NAR_DIR } else { NARINFO_DIR };
+            let node = self.node(ino).expect("fixed inode");
+            return reply.entry(&DIR_TTL, &self.attr(ino, &node), Generation(0));
+        }
+        match self.resolve(&pnode, name) {
+            Ok(Some(node)) => {
+                let ino = self.intern(parent.0, name, node.clone());
+                reply.entry(&TTL, &self.attr(ino, &node), Generation(0));
+            }
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(eio(e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino.0) {
+            Some(node) => reply.attr(&Self::ttl(ino.0), &self.attr(ino.0, &node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino.0) {
+            Some(Node::Git { root, .. }) if root.mode == FileMode::Link => match self.read.blob(root.oid) {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(eio(e)),
+            },
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let handle = match self.node(ino.0) {
+            Some(Node::Git { root, .. }) if root.mode != FileMode::Tree && root.mode != FileMode::Link => {
+                match self.read.blob(root.oid) {
+                    Ok(b) => Handle::File(b),
+                    Err(e) => return reply.error(eio(e)),
+                }
+            }
+            Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
+                Ok(Some(e)) => Handle::Nar(e),
+                Ok(None) => return reply.error(Errno::ENOENT),
+                Err(e) => return reply.error(eio(e)),
+            },
+            Some(Node::Narinfo { text }) => Handle::File(text),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        reply.opened(self.handle(handle), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let handles = self.handles.lock().expect("poisoned");
+        match handles.get(&fh.0) {
+            Some(Handle::File(bytes)) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                reply.data(&bytes[start..end]);
+            }
+            Some(Handle::Nar(entry)) => {
+                let entry = entry.clone();
+                drop(handles);
+                match self.read.read_nar_at(&entry, offset, size as u64) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(eio(e)),
+                }
+            }
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: fuser::ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.handles.lock().expect("poisoned").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if !matches!(node, Node::Root | Node::NarDir | Node::NarinfoDir)
+            && !matches!(&node, Node::Git { root, .. } if root.mode == FileMode::Tree)
+        {
+            return reply.error(Errno::ENOTDIR);
+        }
+        match self.list(ino.0, &node) {
+            Ok(entries) => {
+                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(eio(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+}
+
+/// Mount options: read-only, shared with other users, unmounted if the process dies.
+fn config() -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("grove".into()),
+        MountOption::Subtype("grove".into()),
+        MountOption::AutoUnmount,
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::Exec,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.acl = SessionACL::All;
+    config.n_threads = Some(4);
+    config.clone_fd = true;
+    config
+}
+
+/// Mounts the store at `dir`; calls `ready` once mounted, then serves until SIGINT/SIGTERM or
+/// until someone unmounts it (`fusermount3 -u`).
+pub fn mount(read: ReadPath, dir: &Path, ready: impl FnOnce()) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let fs = GroveFs::new(Arc::new(read));
+    let session = fuser::spawn_mount(fs, dir, &config()).with_context(|| format!("cannot mount {}", dir.display()))?;
+    ready();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signalled = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(true),
+                _ = term.recv() => return Ok(true),
+                _ = tick.tick() => if session.guard.is_finished() { return Ok(false) },
+            }
+        }
+    })?;
+    if !signalled {
+        return session.join().context("the mount ended with an error");
+    }
+    let result = unmount(dir);
+    // The session's threads end once the kernel drops the mount; never wait forever for them.
+    for _ in 0..50 {
+        if session.guard.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    result
+}
+
+/// Unmounts `dir`; when busy (a process holds a file open), detaches it lazily so the kernel
+/// finishes once the last file is closed, and says so.
+fn unmount(dir: &Path) -> anyhow::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: umount2 takes a NUL-terminated path and flags; no memory is shared.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EPERM) => {
+            let status = std::process::Command::new("fusermount3").arg("-u").arg(dir).status()?;
+            anyhow::ensure!(status.success(), "fusermount3 -u {} failed", dir.display());
+            Ok(())
+        }
+        Some(libc::EBUSY) => {
+            // SAFETY: as above.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+                eprintln!("{} is busy (a file is open there); detached it lazily", dir.display());
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "cannot unmount {}: {}",
+                    dir.display(),
+                    std::io::Error::last_os_error()
+                ))
+            }
+        }
+        _ => Err(anyhow::anyhow!("cannot unmount {}: {err}", dir.display())),
+    }
+}
+
+impl std::fmt::Debug for GroveFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroveFs").finish_non_exhaustive()
+    }
+}
