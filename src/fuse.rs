@@ -68,7 +68,7 @@ struct Inodes {
 
 enum Handle {
     File(Bytes),
-    Nar(Entry),
+    Nar(Box<Entry>),
 }
 
 /// The file system.
@@ -321,7 +321,7 @@ impl Filesystem for GroveFs {
                 }
             }
             Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
-                Ok(Some(e)) => Handle::Nar(e),
+                Ok(Some(e)) => Handle::Nar(Box::new(e)),
                 Ok(None) => return reply.error(Errno::ENOENT),
                 Err(e) => return reply.error(eio(e)),
             },
@@ -351,7 +351,7 @@ impl Filesystem for GroveFs {
                 reply.data(&bytes[start..end]);
             }
             Some(Handle::Nar(entry)) => {
-                let entry = entry.clone();
+                let entry = entry.as_ref().clone();
                 drop(handles);
                 match self.read.read_nar_at(&entry, offset, size as u64) {
                     Ok(data) => reply.data(&data),
