@@ -33,7 +33,7 @@ FAILURES=()
 # check NAME CMD...: runs CMD in a subshell with `set -e`; counts a pass or a failure.
 check() {
   local name=$1; shift
-  local log=$WORK/logs/${name// /_}.log
+  local log; log=$WORK/logs/$(tr -c 'A-Za-z0-9\n' '_' <<<"$name").log
   mkdir -p "$WORK/logs"
   local t0=$SECONDS
   # Not inside `if` or `||`: there bash would ignore `set -e` in the subshell. Callers must not
