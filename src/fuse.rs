@@ -68,7 +68,7 @@ struct Inodes {
 
 enum Handle {
     File(Bytes),
-    Nar(Box<Entry>),
+    Nar(Box<Entry>, Arc<Mutex<Option<(git2::Oid, Bytes)>>>),
 }
 
 /// The file system.
@@ -271,6 +271,12 @@ impl GroveFs {
 }
 
 impl Filesystem for GroveFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Symlink targets never change: let the kernel cache them (ignored by kernels without it).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.as_bytes();
         let Some(pnode) = self.node(parent.0) else {
@@ -321,7 +327,7 @@ impl Filesystem for GroveFs {
                 }
             }
             Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
-                Ok(Some(e)) => Handle::Nar(Box::new(e)),
+                Ok(Some(e)) => Handle::Nar(Box::new(e), Arc::default()),
                 Ok(None) => return reply.error(Errno::ENOENT),
                 Err(e) => return reply.error(eio(e)),
             },
@@ -350,10 +356,11 @@ impl Filesystem for GroveFs {
                 let end = start.saturating_add(size as usize).min(bytes.len());
                 reply.data(&bytes[start..end]);
             }
-            Some(Handle::Nar(entry)) => {
-                let entry = entry.as_ref().clone();
+            Some(Handle::Nar(entry, pinned)) => {
+                let (entry, pinned) = (entry.as_ref().clone(), pinned.clone());
                 drop(handles);
-                match self.read.read_nar_at(&entry, offset, size as u64) {
+                let mut pinned = pinned.lock().expect("poisoned");
+                match self.read.read_nar_at(&entry, offset, size as u64, &mut pinned) {
                     Ok(data) => reply.data(&data),
                     Err(e) => reply.error(eio(e)),
                 }
@@ -363,7 +370,8 @@ impl Filesystem for GroveFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: fuser::ReplyEmpty) {
-        reply.ok();
+        // Nothing to flush in a read-only store; ENOSYS makes the kernel stop asking.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -378,6 +386,17 @@ impl Filesystem for GroveFs {
     ) {
         self.handles.lock().expect("poisoned").remove(&fh.0);
         reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directories inside store paths never change: let the kernel keep their listings.
+        // The three top directories grow, so they are listed anew each time.
+        let flags = if ino.0 > NARINFO_DIR {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(0), flags);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

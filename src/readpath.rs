@@ -233,13 +233,29 @@ impl ReadPath {
     }
 
     /// Up to `size` bytes of a path's NAR from `offset`, with file contents from the blob cache.
-    pub fn read_nar_at(&self, entry: &Entry, offset: u64, size: u64) -> Result<Vec<u8>, StoreError> {
+    /// `pinned` keeps the last blob read, so sequential reads through a file too large for the
+    /// cache inflate it once, not once per read.
+    pub fn read_nar_at(
+        &self,
+        entry: &Entry,
+        offset: u64,
+        size: u64,
+        pinned: &mut Option<(git2::Oid, Bytes)>,
+    ) -> Result<Vec<u8>, StoreError> {
         let layout = self.layout(entry)?;
         let end = offset.saturating_add(size).min(layout.size());
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         if offset < end {
             layout.copy_range(offset, end, &mut out, |oid, _, from, to, out| {
-                out.write_all(&self.blob(oid)?[from as usize..to as usize])?;
+                let bytes = match pinned {
+                    Some((pinned_oid, bytes)) if *pinned_oid == oid => bytes.clone(),
+                    _ => {
+                        let bytes = self.blob(oid)?;
+                        *pinned = Some((oid, bytes.clone()));
+                        bytes
+                    }
+                };
+                out.write_all(&bytes[from as usize..to as usize])?;
                 Ok::<_, StoreError>(())
             })?;
         }
