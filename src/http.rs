@@ -246,7 +246,8 @@ impl Server {
                 Err(Reject::NotFound(format!("cannot upload to /{path}")))
             };
         }
-        if method != Method::GET && method != Method::HEAD {
+        let git = path == "git" || path.starts_with("git/");
+        if method != Method::GET && method != Method::HEAD && !(git && method == Method::POST) {
             return Err(Reject::Method);
         }
         let opts = &self.options;
@@ -257,6 +258,9 @@ impl Server {
                 .is_some_and(|w| self.authorized(&req, Some(w)));
         if !read_ok {
             return Err(Reject::Unauthorized);
+        }
+        if git {
+            return self.git(req).await;
         }
         if path == "nix-cache-info" {
             let body = format!(
@@ -297,6 +301,111 @@ impl Server {
             return Ok(ok(&method, "application/json", json));
         }
         Err(Reject::NotFound(format!("no such resource: /{path}")))
+    }
+
+    /// Serves the repository read-only over Git's smart HTTP protocol by running the real
+    /// `git http-backend` as a CGI program (pushes are refused: receive-pack is off for
+    /// unauthenticated users).
+    async fn git(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let path_info = req.uri().path().strip_prefix("/git").unwrap_or("/").to_string();
+        let header = |name: &header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.arg("http-backend")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("GIT_PROJECT_ROOT", self.read.store_dir())
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("PATH_INFO", if path_info.is_empty() { "/" } else { &path_info })
+            .env("REQUEST_METHOD", req.method().as_str())
+            .env("QUERY_STRING", req.uri().query().unwrap_or(""))
+            .env("CONTENT_TYPE", header(&header::CONTENT_TYPE))
+            .env("HTTP_CONTENT_ENCODING", header(&header::CONTENT_ENCODING))
+            .env(
+                "GIT_PROTOCOL",
+                req.headers()
+                    .get("git-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Reject::Internal(format!("cannot run git http-backend: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut body = req.into_body();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    if stdin.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut resp = Response::new(full(Bytes::new()));
+        loop {
+            let mut line = String::new();
+            if out
+                .read_line(&mut line)
+                .await
+                .map_err(|e| Reject::Internal(e.to_string()))?
+                == 0
+            {
+                break;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("status") {
+                let code = value
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(500);
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            } else if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                resp.headers_mut().append(n, v);
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
+        tokio::spawn(async move {
+            let _child = child;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match out.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        *resp.body_mut() = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+        Ok(resp)
     }
 
     async fn get_nar(

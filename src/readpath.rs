@@ -144,6 +144,11 @@ impl ReadPath {
         self
     }
 
+    /// The store's repository directory.
+    pub fn store_dir(&self) -> &Path {
+        &self.path
+    }
+
     /// The signing key, if the store has one.
     pub fn key(&self) -> Option<&SecretKey> {
         self.key.as_ref()
