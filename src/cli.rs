@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -10,9 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::narinfo::PathInfo;
+use crate::peers::Peers;
 use crate::readpath::{narinfo_for, Compression, ReadPath};
+use crate::replicate::GitRemote;
 use crate::signing::SecretKey;
-use crate::store::{Entry, Importer, Store};
+use crate::store::{Importer, Store};
 use crate::{export, filecache, http, localnix, nar};
 
 /// Grove: a Nix binary cache whose store is a Git repository.
@@ -95,6 +98,29 @@ pub enum Command {
         #[arg(long)]
         daemon: bool,
     },
+    /// Fetch paths (with their closures) from the peers (store.remotes, then store.upstreams).
+    Fetch {
+        /// Store paths, `<hash>-<name>` or 32-character hashes.
+        #[arg(required = true, value_name = "PATH|HASH")]
+        paths: Vec<String>,
+    },
+    /// Fetch every path a Git peer has (all of store.remotes without REMOTE). Paths this store
+    /// has with other metadata are reported and kept as they are.
+    Sync {
+        /// A Git URL or path (default: every store.remotes entry).
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+    },
+    /// Push paths with their closures to a Git peer (every path without PATH). Paths the peer
+    /// has with other metadata are reported and left as they are: nothing is forced.
+    Push {
+        /// A Git URL or path.
+        #[arg(value_name = "REMOTE")]
+        remote: String,
+        /// Store paths or hashes.
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+    },
     /// Serve the store to Nix over HTTP: a substituter and, with server.write_token, an upload
     /// target for `nix copy --to` (creates the store and key when missing).
     Serve {
@@ -165,7 +191,10 @@ pub fn run(cli: Cli) -> Result<()> {
             which: KeyCommand::Public,
         } => println!("{}", load_key(&key_path)?.public()),
         Command::Verify => verify(&Store::open(&store_path)?)?,
-        Command::Mount { dir, daemon } => mount(&store_path, &key_path, &dir, daemon)?,
+        Command::Mount { dir, daemon } => mount(&store_path, &key_path, &dir, daemon, peers(&store_path, &config)?)?,
+        Command::Fetch { paths } => fetch(&store_path, &config, &paths)?,
+        Command::Sync { remote } => sync(&Store::open(&store_path)?, &config, remote)?,
+        Command::Push { remote, paths } => push(&Store::open(&store_path)?, &remote, &paths)?,
         Command::Serve { listen } => {
             let key = init_store(&store_path, &key_path, &config)?;
             let addr = listen.unwrap_or_else(|| format!("{}:{}", config.server.host, config.server.port));
@@ -181,8 +210,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 write_token: server.write_token()?,
             };
             let public = key.public();
-            let read =
-                ReadPath::open(&store_path, Some(key), server.compression)?.with_nar_cache(server.nar_cache_mib << 20);
+            let read = ReadPath::open(&store_path, Some(key), server.compression)?
+                .with_nar_cache(server.nar_cache_mib << 20)
+                .with_peers(peers(&store_path, &config)?);
             http::run(read, options, &addr, |bound| {
                 eprintln!("serving on http://{bound}; add these lines to nix.conf to use this cache:");
                 println!("substituters = http://{bound}");
@@ -193,7 +223,84 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn mount(store_path: &Path, key_path: &Path, dir: &Path, daemon: bool) -> Result<()> {
+fn peers(store_path: &Path, config: &Config) -> Result<Arc<Peers>> {
+    Ok(Arc::new(Peers::from_config(store_path, &config.store)?))
+}
+
+fn fetch(store_path: &Path, config: &Config, specs: &[String]) -> Result<()> {
+    Store::open(store_path)?;
+    let peers = Peers::from_config(store_path, &config.store)?;
+    if peers.is_empty() {
+        bail!("no peers: set store.remotes or store.upstreams in the config");
+    }
+    let mut missing = Vec::new();
+    for spec in specs {
+        let hash = Store::parse_spec(spec)?;
+        match peers.fetch_now(&hash) {
+            Some(_) => println!("{}", Store::open(store_path)?.require(&hash.to_string())?.info.path),
+            None => missing.push(spec.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("no peer has {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+fn sync(store: &Store, config: &Config, remote: Option<String>) -> Result<()> {
+    let remotes = match remote {
+        Some(r) => vec![r],
+        None if config.store.remotes.is_empty() => bail!("no REMOTE given and store.remotes is empty"),
+        None => config.store.remotes.clone(),
+    };
+    for url in &remotes {
+        let adopted = GitRemote::new(url, None)
+            .sync(store)
+            .with_context(|| format!("cannot sync from {url}"))?;
+        for (path, ours, theirs) in &adopted.conflicts {
+            eprintln!("conflict: {path}: {url} has commit {theirs}, this store {ours}; kept this store's");
+        }
+        for (path, why) in &adopted.rejected {
+            eprintln!("refused: {path}: {why}");
+        }
+        eprintln!(
+            "{url}: {} new paths, {} present, {} conflicts, {} refused",
+            adopted.added.len(),
+            adopted.present,
+            adopted.conflicts.len(),
+            adopted.rejected.len()
+        );
+    }
+    Ok(())
+}
+
+fn push(store: &Store, remote: &str, specs: &[String]) -> Result<()> {
+    let roots = if specs.is_empty() {
+        store
+            .list()?
+            .iter()
+            .map(|p| store.require(&p.to_string()))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        specs.iter().map(|s| store.require(s)).collect::<Result<Vec<_>, _>>()?
+    };
+    let closure = store.closure(&roots)?;
+    let pushed = GitRemote::new(remote, None)
+        .push(store, &closure)
+        .with_context(|| format!("cannot push to {remote}"))?;
+    for (path, ours, theirs) in &pushed.conflicts {
+        eprintln!("conflict: {path}: {remote} has commit {theirs}, this store {ours}; left as it is");
+    }
+    eprintln!(
+        "{remote}: {} paths pushed, {} present, {} conflicts",
+        pushed.pushed.len(),
+        pushed.present,
+        pushed.conflicts.len()
+    );
+    Ok(())
+}
+
+fn mount(store_path: &Path, key_path: &Path, dir: &Path, daemon: bool, peers: Arc<Peers>) -> Result<()> {
     Store::open(store_path)?;
     if !dir.is_dir() {
         bail!("mount point {} is not a directory", dir.display());
@@ -206,7 +313,7 @@ fn mount(store_path: &Path, key_path: &Path, dir: &Path, daemon: bool) -> Result
         }
     };
     let ready = if daemon { Some(daemonize()?) } else { None };
-    let read = ReadPath::open(store_path, key, Compression::None)?;
+    let read = ReadPath::open(store_path, key, Compression::None)?.with_peers(peers);
     crate::fuse::mount(read, dir, || {
         if let Some(mut tell_parent) = ready {
             let _ = tell_parent.write_all(b"1");
@@ -413,15 +520,9 @@ fn verify(store: &Store) -> Result<()> {
 }
 
 fn check(store: &Store, path: &crate::store_path::StorePath) -> Result<()> {
-    let Entry { info, root, .. } = store.require(&path.to_string())?;
-    let (hash, size) = store.hash_nar(&root)?;
-    if hash != info.nar_hash {
-        bail!("NarHash is {}, recorded {}", hash, info.nar_hash);
-    }
-    if size != info.nar_size {
-        bail!("NarSize is {size}, recorded {}", info.nar_size);
-    }
-    for r in info.other_references() {
+    let entry = store.require(&path.to_string())?;
+    store.check_contents(&entry)?;
+    for r in entry.info.other_references() {
         if store.get(&r.hash())?.is_none() {
             bail!("reference {r} is missing");
         }

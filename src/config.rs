@@ -6,7 +6,11 @@
 //!   path: /var/lib/grove
 //!   sign_private_key_path: /var/lib/grove/grove.key
 //!   key_name: cache.example.org-1
-//!   remotes: []
+//!   remotes: [ "file:///srv/other-grove", "http://peer:8080/git/" ]
+//!   upstreams:
+//!     - { url: "http://peer:8080", trusted_public_keys: [ "peer-1:base64..." ], timeout_s: 10 }
+//!   negative_ttl_s: 60
+//!   remote_timeout_s: 30
 //! server:
 //!   host: 127.0.0.1
 //!   port: 8080
@@ -45,7 +49,7 @@ pub struct Config {
 }
 
 /// `store:` keys.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The bare Git repository. Default: `$XDG_DATA_HOME/grove` (`~/.local/share/grove`).
@@ -54,8 +58,46 @@ pub struct StoreConfig {
     pub sign_private_key_path: Option<PathBuf>,
     /// Name of a key `grove init` creates. Default: `grove-<hostname>-1`.
     pub key_name: Option<String>,
-    /// Git peers.
+    /// Git peers (other Grove repositories): a path, `file://`, `ssh://` or Git smart HTTP URL.
+    /// Missing paths are fetched from them; `grove sync` and `grove push` use them.
     pub remotes: Vec<String>,
+    /// Nix binary caches missing paths are fetched from (after the Git peers).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Seconds a path no peer had is not asked for again.
+    pub negative_ttl_s: u64,
+    /// Seconds a Git peer may take to answer a lazy fetch.
+    pub remote_timeout_s: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: None,
+            sign_private_key_path: None,
+            key_name: None,
+            remotes: Vec::new(),
+            upstreams: Vec::new(),
+            negative_ttl_s: 60,
+            remote_timeout_s: 30,
+        }
+    }
+}
+
+/// One `store.upstreams` entry: a Nix binary cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The cache's base URL (`http://` or `https://`).
+    pub url: String,
+    /// Keys (`name:base64`) whose signature a path from this cache must carry.
+    pub trusted_public_keys: Vec<String>,
+    /// Seconds to wait for a narinfo; a NAR may take this plus a second per MiB.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    10
 }
 
 /// `server:` keys.
@@ -187,6 +229,21 @@ mod tests {
         assert_eq!(c.server.port, 9000);
         assert_eq!(c.store.remotes, vec!["file:///x"]);
         assert_eq!(c.store_path(Some(Path::new("/o"))), PathBuf::from("/o"));
+    }
+
+    #[test]
+    fn reads_upstreams_in_flow_style() {
+        let c = Config::parse(
+            "store:\n  path: /var/lib/grove\n  remotes: [ \"file:///srv/other-grove\", \"http://peer:8080/git/\" ]\n  upstreams:\n    - { url: \"http://peer:8080\", trusted_public_keys: [ \"peer-1:abc\" ], timeout_s: 3 }\n    - { url: \"http://other\", trusted_public_keys: [] }\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.remotes.len(), 2);
+        assert_eq!(c.store.upstreams[0].url, "http://peer:8080");
+        assert_eq!(c.store.upstreams[0].trusted_public_keys, vec!["peer-1:abc"]);
+        assert_eq!(c.store.upstreams[0].timeout_s, 3);
+        assert_eq!(c.store.upstreams[1].timeout_s, 10);
+        assert_eq!(c.store.negative_ttl_s, 60);
+        assert!(Config::parse("store:\n  upstreams:\n    - { url: x, trusted_public_keys: [], bogus: 1 }\n").is_err());
     }
 
     #[test]

@@ -109,11 +109,24 @@ pub fn import_one(importer: &mut Importer<'_>, dir: &Path, ni: &NarInfo) -> Resu
     }
     let file_path = dir.join(url);
     let file = File::open(&file_path).map_err(|e| CacheError::Io(file_path.display().to_string(), e))?;
+    import_nar(importer, ni, &file_path.display().to_string(), BufReader::new(file))
+}
+
+/// Imports one narinfo's NAR read (possibly compressed) from `file`, named `source` in errors:
+/// checks FileHash/FileSize when given and NarHash/NarSize always, and that nothing follows the
+/// NAR. Returns whether the path was new.
+pub fn import_nar(
+    importer: &mut Importer<'_>,
+    ni: &NarInfo,
+    source: &str,
+    file: impl Read,
+) -> Result<bool, CacheError> {
+    let what = ni.info.path.to_string();
     let mut tee = TeeHash {
-        inner: BufReader::new(file),
+        inner: file,
         hash: HashingWriter::new(),
     };
-    let io_err = |e: io::Error| CacheError::Io(file_path.display().to_string(), e);
+    let io_err = |e: io::Error| CacheError::Io(source.to_string(), e);
     let new = {
         let mut nar = BufReader::new(decompressor(ni.compression.as_deref(), &mut tee).map_err(io_err)?);
         let new = importer.add(&ni.info, &mut nar)?;
@@ -128,7 +141,7 @@ pub fn import_one(importer: &mut Importer<'_>, dir: &Path, ni: &NarInfo) -> Resu
     if ni.file_hash.is_some_and(|h| h != file_hash) || ni.file_size.is_some_and(|s| s != file_size) {
         return Err(CacheError::Invalid(
             what,
-            format!("{url} does not match FileHash/FileSize"),
+            format!("{source} does not match FileHash/FileSize"),
         ));
     }
     Ok(new)

@@ -12,6 +12,7 @@ use lru::LruCache;
 use crate::layout::NarLayout;
 use crate::listing::NarListing;
 use crate::narinfo::NarInfo;
+use crate::peers::Peers;
 use crate::signing::SecretKey;
 use crate::store::{Entry, Store, StoreError};
 use crate::store_path::StoreHash;
@@ -74,6 +75,7 @@ pub struct ReadPath {
     layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
     nars: Mutex<ByteLru<StoreHash>>,
     blobs: Mutex<ByteLru<git2::Oid>>,
+    peers: Option<Arc<Peers>>,
 }
 
 /// Byte strings by key within a byte budget, least recently used first out.
@@ -135,6 +137,7 @@ impl ReadPath {
             )),
             nars: Mutex::new(ByteLru::new(0)),
             blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
+            peers: None,
         })
     }
 
@@ -142,6 +145,17 @@ impl ReadPath {
     pub fn with_nar_cache(self, bytes: usize) -> Self {
         self.nars.lock().expect("poisoned").budget = bytes;
         self
+    }
+
+    /// Fetches paths the store lacks from `peers` (unless there are none).
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.peers = (!peers.is_empty()).then_some(peers);
+        self
+    }
+
+    /// The peers missing paths are fetched from, if any.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
     }
 
     /// The store's repository directory.
@@ -166,9 +180,15 @@ impl ReadPath {
         result
     }
 
-    /// Looks a path up.
+    /// Looks a path up; one the store lacks is fetched from the peers (blocking until then).
     pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
-        self.with_store(|s| s.get(hash))
+        if let Some(entry) = self.with_store(|s| s.get(hash))? {
+            return Ok(Some(entry));
+        }
+        match &self.peers {
+            Some(peers) if peers.fetch(hash) => self.with_store(|s| s.get(hash)),
+            _ => Ok(None),
+        }
     }
 
     /// The signed narinfo of a path, pointing at the NAR URL this cache serves.

@@ -176,7 +176,18 @@ impl Store {
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        let entry = self.entry_of_commit(commit.id())?;
+        if entry.info.path.hash() != *hash {
+            return Err(StoreError::Corrupt(name, "narinfo names another path".into()));
+        }
+        Ok(Some(entry))
+    }
+
+    /// Reads the store path a commit holds (checking Grove's layout, not the contents).
+    pub fn entry_of_commit(&self, oid: Oid) -> Result<Entry> {
+        let commit = self.repo.find_commit(oid)?;
         let tree = commit.tree()?;
+        let name = oid.to_string();
         let corrupt = |why: &str| StoreError::Corrupt(name.clone(), why.to_string());
         let meta = tree
             .get_name(NARINFO_ENTRY)
@@ -186,19 +197,37 @@ impl Store {
         let info = NarInfo::parse(text)
             .map_err(|e| StoreError::BadMetadata(name.clone(), e))?
             .info;
-        if info.path.hash() != *hash {
-            return Err(corrupt("narinfo names another path"));
-        }
         let out = tree.get_name(OUT_ENTRY).ok_or_else(|| corrupt("no out entry"))?;
         let root = Root {
             mode: mode_of(out.filemode()).ok_or_else(|| corrupt("bad out mode"))?,
             oid: out.id(),
         };
-        Ok(Some(Entry {
+        Ok(Entry {
             info,
-            commit: commit.id(),
+            commit: oid,
             root,
-        }))
+        })
+    }
+
+    /// Re-hashes an entry's contents and compares them with its recorded NarHash and NarSize.
+    pub fn check_contents(&self, entry: &Entry) -> Result<()> {
+        let (actual, size) = self.hash_nar(&entry.root)?;
+        let path = &entry.info.path;
+        if actual != entry.info.nar_hash {
+            return Err(StoreError::HashMismatch {
+                path: path.clone(),
+                expected: entry.info.nar_hash,
+                actual,
+            });
+        }
+        if size != entry.info.nar_size {
+            return Err(StoreError::SizeMismatch {
+                path: path.clone(),
+                expected: entry.info.nar_size,
+                actual: size,
+            });
+        }
+        Ok(())
     }
 
     /// Like [`Store::get`], but a missing path is an error.

@@ -1,0 +1,219 @@
+//! Lazy read-through: a path the store lacks is asked of the peers in order (Git remotes, then
+//! HTTP upstreams), stored, and then served as if it had been there.
+//!
+//! Concurrent requests for one missing path share one fetch (single-flight); a path no peer had
+//! is not asked for again until `store.negative_ttl_s` passes (an LRU negative cache), because
+//! Nix asks for many paths a cache does not have.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::config::StoreConfig;
+use crate::replicate::GitRemote;
+use crate::store::{Store, StoreError};
+use crate::store_path::{StoreHash, StorePath};
+use crate::upstream::Upstream;
+
+/// How many absent paths the negative cache remembers.
+const NEGATIVE_ENTRIES: usize = 65_536;
+
+/// Why a peer was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// An HTTP request failed (connection, timeout, status).
+    #[error("{0}: {1}")]
+    Http(String, String),
+    /// A git command failed.
+    #[error("git with {0}: {1}")]
+    Git(String, String),
+    /// The peer took longer than allowed.
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    /// No trusted key signed the path.
+    #[error("{0} has no valid signature by a trusted key")]
+    Signature(String),
+    /// The peer sent something malformed or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storing failed (including NarHash/NarSize mismatches).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<git2::Error> for PeerError {
+    fn from(e: git2::Error) -> Self {
+        PeerError::Store(StoreError::Git(e))
+    }
+}
+
+/// One peer.
+pub enum Peer {
+    /// Another Grove repository.
+    Git(GitRemote),
+    /// A Nix binary cache.
+    Http(Upstream),
+}
+
+impl Peer {
+    /// The peer's URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Peer::Git(g) => g.url(),
+            Peer::Http(u) => u.url(),
+        }
+    }
+
+    /// Fetches a path with its closure: the paths added, or `None` if the peer lacks it.
+    fn fetch(&self, store: &Store, hash: &StoreHash) -> Result<Option<Vec<StorePath>>, PeerError> {
+        match self {
+            Peer::Git(g) => Ok(g.fetch_path(store, hash)?.map(|adopted| {
+                for (path, local, theirs) in &adopted.conflicts {
+                    tracing::warn!(
+                        "{path}: peer {} has commit {theirs}, this store {local}; kept ours",
+                        g.url()
+                    );
+                }
+                adopted.added
+            })),
+            Peer::Http(u) => u.fetch(store, hash),
+        }
+    }
+}
+
+/// One fetch in progress; others asking for the same path wait for its outcome.
+#[derive(Default)]
+struct Flight {
+    done: Mutex<Option<bool>>,
+    finished: Condvar,
+}
+
+/// The peers of one store.
+pub struct Peers {
+    store: PathBuf,
+    peers: Vec<Peer>,
+    negative_ttl: Duration,
+    inflight: Mutex<HashMap<StoreHash, Arc<Flight>>>,
+    absent: Mutex<LruCache<StoreHash, Instant>>,
+    fetches: AtomicU64,
+}
+
+impl Peers {
+    /// The peers `config` lists for the store at `store`.
+    pub fn from_config(store: &Path, config: &StoreConfig) -> Result<Self, PeerError> {
+        let timeout = Some(Duration::from_secs(config.remote_timeout_s.max(1)));
+        let mut peers: Vec<Peer> = config
+            .remotes
+            .iter()
+            .map(|url| Peer::Git(GitRemote::new(url, timeout)))
+            .collect();
+        for up in &config.upstreams {
+            peers.push(Peer::Http(Upstream::new(up)?));
+        }
+        Ok(Peers {
+            store: store.to_path_buf(),
+            peers,
+            negative_ttl: Duration::from_secs(config.negative_ttl_s),
+            inflight: Mutex::new(HashMap::new()),
+            absent: Mutex::new(LruCache::new(NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"))),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether there is no peer at all.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// How many times the peers were asked for a path (after single-flight and negative cache).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Makes a missing path present if a peer has it; returns whether it is present now.
+    /// Failures are logged, never returned: a peer's trouble is a miss to the caller.
+    pub fn fetch(&self, hash: &StoreHash) -> bool {
+        if self.peers.is_empty() {
+            return false;
+        }
+        if let Some(since) = self.absent.lock().expect("poisoned").get(hash) {
+            if since.elapsed() < self.negative_ttl {
+                return false;
+            }
+        }
+        let (flight, leader) = {
+            let mut inflight = self.inflight.lock().expect("poisoned");
+            match inflight.get(hash) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    inflight.insert(*hash, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            let mut done = flight.done.lock().expect("poisoned");
+            while done.is_none() {
+                done = flight.finished.wait(done).expect("poisoned");
+            }
+            return done.unwrap_or(false);
+        }
+        let found = self.fetch_now(hash).is_some();
+        if found {
+            self.absent.lock().expect("poisoned").pop(hash);
+        } else if !self.negative_ttl.is_zero() {
+            self.absent.lock().expect("poisoned").put(*hash, Instant::now());
+        }
+        *flight.done.lock().expect("poisoned") = Some(found);
+        flight.finished.notify_all();
+        self.inflight.lock().expect("poisoned").remove(hash);
+        found
+    }
+
+    /// Asks each peer in turn, bypassing the negative cache; returns the paths added by the
+    /// first peer that had it (empty if it was present already), or `None`.
+    pub fn fetch_now(&self, hash: &StoreHash) -> Option<Vec<StorePath>> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let store = match Store::open(&self.store) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot open the store to fetch {hash}: {e}");
+                return None;
+            }
+        };
+        if matches!(store.get(hash), Ok(Some(_))) {
+            return Some(Vec::new());
+        }
+        tracing::info!("fetching {hash} from peers");
+        for peer in &self.peers {
+            let start = Instant::now();
+            match peer.fetch(&store, hash) {
+                Ok(Some(_)) if !matches!(store.get(hash), Ok(Some(_))) => {
+                    tracing::warn!("skipping peer {} for {hash}: what it sent is not that path", peer.url());
+                }
+                Ok(Some(added)) => {
+                    tracing::info!(
+                        "fetched {hash} from {}: {} new paths in {:.3}s",
+                        peer.url(),
+                        added.len(),
+                        start.elapsed().as_secs_f64()
+                    );
+                    return Some(added);
+                }
+                Ok(None) => tracing::debug!("{} does not have {hash}", peer.url()),
+                Err(e) => tracing::warn!("skipping peer {} for {hash}: {e}", peer.url()),
+            }
+        }
+        tracing::info!("no peer has {hash}");
+        None
+    }
+}

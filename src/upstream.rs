@@ -1,0 +1,171 @@
+//! Fetching from a Nix binary cache over HTTP (`store.upstreams`): a path's narinfo and NAR and
+//! those of every reference the store lacks, each signature checked against the upstream's
+//! trusted keys and each NAR against its NarHash/NarSize, imported in one atomic batch.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::time::Duration;
+
+use crate::config::UpstreamConfig;
+use crate::filecache::{import_nar, sort_by_references, CacheError};
+use crate::narinfo::NarInfo;
+use crate::peers::PeerError;
+use crate::signing::PublicKey;
+use crate::store::Store;
+use crate::store_path::{StoreHash, StorePath};
+
+/// A NAR may take the timeout plus this long per MiB to arrive.
+const NAR_SECONDS_PER_MIB: f64 = 1.0;
+
+/// One upstream binary cache.
+pub struct Upstream {
+    base: String,
+    keys: Vec<PublicKey>,
+    timeout: Duration,
+    agent: ureq::Agent,
+}
+
+impl Upstream {
+    /// An upstream from its config; its keys must parse and there must be at least one.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, PeerError> {
+        let base = config.url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(PeerError::Config(format!(
+                "upstream URL '{}' is not http:// or https://",
+                config.url
+            )));
+        }
+        let keys = config
+            .trusted_public_keys
+            .iter()
+            .map(|k| {
+                k.parse::<PublicKey>()
+                    .map_err(|e| PeerError::Config(format!("upstream {base}: trusted key '{k}': {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(PeerError::Config(format!(
+                "upstream {base} has no trusted_public_keys: nothing from it could be verified"
+            )));
+        }
+        let timeout = Duration::from_secs(config.timeout_s.max(1));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .build()
+            .into();
+        Ok(Upstream {
+            base,
+            keys,
+            timeout,
+            agent,
+        })
+    }
+
+    /// The upstream's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Fetches `hash` and the part of its closure the store lacks. `Ok(None)` if the upstream
+    /// does not have it; an error (and nothing stored) if anything it sends is wrong.
+    pub fn fetch(&self, store: &Store, hash: &StoreHash) -> Result<Option<Vec<StorePath>>, PeerError> {
+        let Some(first) = self.narinfo(hash)? else {
+            return Ok(None);
+        };
+        let mut wanted: BTreeMap<StoreHash, NarInfo> = BTreeMap::new();
+        let mut queue = vec![first];
+        while let Some(ni) = queue.pop() {
+            for r in ni.info.other_references() {
+                let h = r.hash();
+                if wanted.contains_key(&h) || queue.iter().any(|q| q.info.path.hash() == h) {
+                    continue;
+                }
+                if store.get(&h)?.is_some() {
+                    continue;
+                }
+                let dep = self.narinfo(&h)?.ok_or_else(|| {
+                    PeerError::Invalid(format!("{} refers to {r}, which it does not have", ni.info.path))
+                })?;
+                if dep.info.path != *r {
+                    return Err(PeerError::Invalid(format!(
+                        "narinfo for {r} describes {}",
+                        dep.info.path
+                    )));
+                }
+                queue.push(dep);
+            }
+            wanted.insert(ni.info.path.hash(), ni);
+        }
+        let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
+        let mut importer = store.importer();
+        for ni in &ordered {
+            self.import(&mut importer, ni)?;
+        }
+        Ok(Some(importer.commit()?))
+    }
+
+    /// The verified narinfo of `hash`, or `None` on 404.
+    fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, PeerError> {
+        let url = format!("{}/{hash}.narinfo", self.base);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(self.timeout))
+            .build()
+            .call()
+            .map_err(|e| PeerError::Http(url.clone(), e.to_string()))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 | 403 => return Ok(None),
+            code => return Err(PeerError::Http(url, format!("HTTP status {code}"))),
+        }
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| PeerError::Http(url.clone(), e.to_string()))?;
+        let ni = NarInfo::parse(&text).map_err(|e| PeerError::Invalid(format!("{url}: {e}")))?;
+        if ni.info.path.hash() != *hash {
+            return Err(PeerError::Invalid(format!("{url} describes {}", ni.info.path)));
+        }
+        if !ni.info.verify(&self.keys) {
+            return Err(PeerError::Signature(ni.info.path.to_string()));
+        }
+        Ok(Some(ni))
+    }
+
+    /// Downloads and stages one path's NAR.
+    fn import(&self, importer: &mut crate::store::Importer<'_>, ni: &NarInfo) -> Result<(), PeerError> {
+        let rel = ni
+            .url
+            .as_deref()
+            .ok_or_else(|| PeerError::Invalid(format!("narinfo of {} has no URL", ni.info.path)))?;
+        let url = if rel.starts_with("http://") || rel.starts_with("https://") {
+            rel.to_string()
+        } else {
+            format!("{}/{}", self.base, rel.trim_start_matches('/'))
+        };
+        let mib = ni.file_size.unwrap_or(ni.info.nar_size) as f64 / (1 << 20) as f64;
+        let deadline = self.timeout + Duration::from_secs_f64(mib * NAR_SECONDS_PER_MIB);
+        let resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(deadline))
+            .build()
+            .call()
+            .map_err(|e| PeerError::Http(url.clone(), e.to_string()))?;
+        if resp.status().as_u16() != 200 {
+            return Err(PeerError::Http(url, format!("HTTP status {}", resp.status().as_u16())));
+        }
+        let body = BufReader::with_capacity(1 << 16, resp.into_body().into_reader());
+        import_nar(importer, ni, &url, body).map_err(|e| match e {
+            CacheError::Store(e) => PeerError::Store(e),
+            other => PeerError::Invalid(other.to_string()),
+        })?;
+        Ok(())
+    }
+}
