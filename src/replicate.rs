@@ -92,10 +92,7 @@ impl GitRemote {
             Err(e) => return Err(e),
         };
         drop(out);
-        let adopted = adopt_namespace(store, &ns)?;
-        if let Some((path, why)) = adopted.rejected.iter().find(|(p, _)| p.hash() == *hash) {
-            return Err(PeerError::Invalid(format!("{path}: {why}")));
-        }
+        let adopted = adopt_namespace(store, &ns, true)?;
         Ok(Some(adopted))
     }
 
@@ -115,7 +112,7 @@ impl GitRemote {
                 &spec,
             ],
         )?;
-        adopt_namespace(store, &ns)
+        adopt_namespace(store, &ns, false)
     }
 
     /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything.
@@ -225,8 +222,9 @@ fn incoming_namespace() -> String {
 }
 
 /// Checks every path reachable from the refs under `ns` and not yet in the store, adopts the
-/// good ones as `refs/nix/<hash>`, and deletes `ns`.
-fn adopt_namespace(store: &Store, ns: &str) -> Result<Adopted, PeerError> {
+/// good ones as `refs/nix/<hash>` (or, if `all_or_nothing`, fails on the first bad one without
+/// adopting any), and deletes `ns`.
+fn adopt_namespace(store: &Store, ns: &str, all_or_nothing: bool) -> Result<Adopted, PeerError> {
     let repo = store.repo();
     let mut tips = Vec::new();
     for r in repo.references_glob(&format!("{ns}/*"))? {
@@ -235,7 +233,7 @@ fn adopt_namespace(store: &Store, ns: &str) -> Result<Adopted, PeerError> {
             tips.push((name.to_string(), r.peel_to_commit()?.id()));
         }
     }
-    let result = adopt(store, tips.iter().map(|(_, oid)| *oid).collect());
+    let result = adopt(store, tips.iter().map(|(_, oid)| *oid).collect(), all_or_nothing);
     for (name, _) in &tips {
         if let Ok(mut r) = repo.find_reference(name) {
             let _ = r.delete();
@@ -245,7 +243,7 @@ fn adopt_namespace(store: &Store, ns: &str) -> Result<Adopted, PeerError> {
 }
 
 /// Adopts the commits reachable from `tips` (see the module docs).
-fn adopt(store: &Store, tips: Vec<Oid>) -> Result<Adopted, PeerError> {
+fn adopt(store: &Store, tips: Vec<Oid>, all_or_nothing: bool) -> Result<Adopted, PeerError> {
     let repo = store.repo();
     let mut report = Adopted::default();
     let mut walk = repo.revwalk()?;
@@ -270,6 +268,10 @@ fn adopt(store: &Store, tips: Vec<Oid>) -> Result<Adopted, PeerError> {
                     None => adopt_refs.push((path.hash(), oid, path.clone())),
                 }
                 good.insert(oid, path);
+            }
+            Err((path, why)) if all_or_nothing => {
+                let what = path.map(|p| p.to_string()).unwrap_or_else(|| format!("commit {oid}"));
+                return Err(PeerError::Invalid(format!("{what}: {why}")));
             }
             Err((path, why)) => {
                 if let Some(path) = path {
