@@ -5,6 +5,10 @@
 #     enable = true;
 #     settings.server = { host = "0.0.0.0"; port = 8080; };
 #     writeTokenFile = "/run/secrets/grove-write-token";   # enables `nix copy --to`
+#     settings.store.remotes = [ "http://other-grove:8080/git/" ];   # read-through from peers
+#     settings.store.upstreams = [
+#       { url = "https://cache.nixos.org"; trusted_public_keys = [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ]; timeout_s = 10; }
+#     ];
 #   };
 { config, lib, pkgs, ... }:
 
@@ -66,6 +70,8 @@ in
       description = "Grove Nix binary cache";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
+      # git serves /git/ (http-backend) and fetches from store.remotes.
+      path = [ pkgs.git ];
       serviceConfig = {
         ExecStart = "${lib.getExe cfg.package} -c ${configFile} serve";
         DynamicUser = true;

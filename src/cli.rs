@@ -23,7 +23,8 @@ use crate::{export, filecache, http, localnix, nar};
 #[command(name = "grove", version, about, long_about = None)]
 pub struct Cli {
     /// YAML config file (keys: log_level, store.path, store.sign_private_key_path, store.key_name,
-    /// store.remotes, server.host, server.port, server.priority).
+    /// store.remotes, store.upstreams, store.negative_ttl_s, store.remote_timeout_s, server.*; see
+    /// README.md).
     #[arg(short, long, global = true, env = "GROVE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
