@@ -49,13 +49,13 @@ check() {
 
 fail() { echo "assertion failed: $*" >&2; return 1; }
 
-# start_grove NAME STORE [CONFIG]: serves STORE on a free loopback port in the background;
-# sets ${NAME}_URL, ${NAME}_KEY and ${NAME}_PID.
+# start_grove NAME STORE [CONFIG]: serves STORE on a free loopback port (or $LISTEN) in the
+# background; sets ${NAME}_URL, ${NAME}_KEY and ${NAME}_PID.
 start_grove() {
   local name=$1 store=$2 config=${3:-}
   local out=$WORK/$name.out err=$WORK/$name.err
   local args=(--store "$store"); [[ -n $config ]] && args=(-c "$config" "${args[@]}")
-  "$GROVE_BIN" "${args[@]}" serve --listen 127.0.0.1:0 >"$out" 2>"$err" &
+  "$GROVE_BIN" "${args[@]}" serve --listen "${LISTEN:-127.0.0.1:0}" >"$out" 2>"$err" &
   local pid=$!
   for _ in $(seq 100); do
     grep -q '^trusted-public-keys' "$out" 2>/dev/null && break

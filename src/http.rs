@@ -157,6 +157,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Reject> + Sen
         .map_err(|e| Reject::Internal(format!("worker failed: {e}")))?
 }
 
+/// The Groves a read-through request passed through (see [`crate::peers::VIA_HEADER`]).
+fn via<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(crate::peers::VIA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn parse_hash(s: &str) -> Result<StoreHash, Reject> {
     s.parse()
         .map_err(|_| Reject::Bad(format!("'{s}' is not a store path hash")))
@@ -278,7 +287,8 @@ impl Server {
                 Some(t) => Some(t),
                 None => {
                     let me = self.clone();
-                    blocking(move || Ok(me.read.narinfo_text(&hash)?)).await?
+                    let via = via(&req);
+                    blocking(move || Ok(me.read.narinfo_text_via(&hash, &via)?)).await?
                 }
             };
             let text = text.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
@@ -287,8 +297,9 @@ impl Server {
         if let Some(hash) = path.strip_suffix(".ls") {
             let hash = parse_hash(hash)?;
             let me = self.clone();
+            let via = via(&req);
             let json = blocking(move || {
-                let Some(entry) = me.read.entry(&hash)? else {
+                let Some(entry) = me.read.entry_via(&hash, &via)? else {
                     return Ok(None);
                 };
                 let listing = me.read.listing(&entry)?;
@@ -439,7 +450,8 @@ impl Server {
             }
         }
         let me = self.clone();
-        let entry = blocking(move || Ok(me.read.entry(&hash)?)).await?;
+        let via = via(req);
+        let entry = blocking(move || Ok(me.read.entry_via(&hash, &via)?)).await?;
         let entry = entry.ok_or_else(|| Reject::NotFound(format!("{hash} is not in this cache")))?;
         let size = entry.info.nar_size;
         let (mut resp, start, end) = if compression == Compression::None {

@@ -23,6 +23,11 @@ use crate::upstream::Upstream;
 /// How many absent paths the negative cache remembers.
 const NEGATIVE_ENTRIES: usize = 65_536;
 
+/// The HTTP request header that carries the Groves a read-through request passed through
+/// (comma-separated instance ids), so that peers configured in a cycle answer from their own
+/// store instead of asking each other forever.
+pub const VIA_HEADER: &str = "grove-via";
+
 /// Why a peer was skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -72,8 +77,9 @@ impl Peer {
         }
     }
 
-    /// Fetches a path with its closure: the paths added, or `None` if the peer lacks it.
-    fn fetch(&self, store: &Store, hash: &StoreHash) -> Result<Option<Vec<StorePath>>, PeerError> {
+    /// Fetches a path with its closure: the paths added, or `None` if the peer lacks it. `via`
+    /// is sent on to HTTP upstreams.
+    fn fetch(&self, store: &Store, hash: &StoreHash, via: &str) -> Result<Option<Vec<StorePath>>, PeerError> {
         match self {
             Peer::Git(g) => Ok(g.fetch_path(store, hash)?.map(|adopted| {
                 for (path, local, theirs) in &adopted.conflicts {
@@ -84,7 +90,7 @@ impl Peer {
                 }
                 adopted.added
             })),
-            Peer::Http(u) => u.fetch(store, hash),
+            Peer::Http(u) => u.fetch(store, hash, via),
         }
     }
 }
@@ -98,6 +104,7 @@ struct Flight {
 
 /// The peers of one store.
 pub struct Peers {
+    id: String,
     store: PathBuf,
     peers: Vec<Peer>,
     negative_ttl: Duration,
@@ -118,7 +125,10 @@ impl Peers {
         for up in &config.upstreams {
             peers.push(Peer::Http(Upstream::new(up)?));
         }
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| PeerError::Config(format!("no randomness for an instance id: {e}")))?;
         Ok(Peers {
+            id: data_encoding::HEXLOWER.encode(&id),
             store: store.to_path_buf(),
             peers,
             negative_ttl: Duration::from_secs(config.negative_ttl_s),
@@ -138,10 +148,17 @@ impl Peers {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// Whether a request that passed through the Groves in `via` (a [`VIA_HEADER`] value) came
+    /// from this one: then it must not be fetched from the peers again.
+    pub fn is_loop(&self, via: &str) -> bool {
+        via.split(',').any(|v| v.trim() == self.id)
+    }
+
     /// Makes a missing path present if a peer has it; returns whether it is present now.
-    /// Failures are logged, never returned: a peer's trouble is a miss to the caller.
-    pub fn fetch(&self, hash: &StoreHash) -> bool {
-        if self.peers.is_empty() {
+    /// Failures are logged, never returned: a peer's trouble is a miss to the caller. `via` is
+    /// the [`VIA_HEADER`] of the request that asked ("" if none).
+    pub fn fetch(&self, hash: &StoreHash, via: &str) -> bool {
+        if self.peers.is_empty() || self.is_loop(via) {
             return false;
         }
         if let Some(since) = self.absent.lock().expect("poisoned").get(hash) {
@@ -167,7 +184,7 @@ impl Peers {
             }
             return done.unwrap_or(false);
         }
-        let found = self.fetch_now(hash).is_some();
+        let found = self.fetch_now_via(hash, via).is_some();
         if found {
             self.absent.lock().expect("poisoned").pop(hash);
         } else if !self.negative_ttl.is_zero() {
@@ -182,7 +199,16 @@ impl Peers {
     /// Asks each peer in turn, bypassing the negative cache; returns the paths added by the
     /// first peer that had it (empty if it was present already), or `None`.
     pub fn fetch_now(&self, hash: &StoreHash) -> Option<Vec<StorePath>> {
+        self.fetch_now_via(hash, "")
+    }
+
+    fn fetch_now_via(&self, hash: &StoreHash, via: &str) -> Option<Vec<StorePath>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        let via = if via.trim().is_empty() {
+            self.id.clone()
+        } else {
+            format!("{via},{}", self.id)
+        };
         let store = match Store::open(&self.store) {
             Ok(s) => s,
             Err(e) => {
@@ -196,7 +222,7 @@ impl Peers {
         tracing::info!("fetching {hash} from peers");
         for peer in &self.peers {
             let start = Instant::now();
-            match peer.fetch(&store, hash) {
+            match peer.fetch(&store, hash, &via) {
                 Ok(Some(_)) if !matches!(store.get(hash), Ok(Some(_))) => {
                     tracing::warn!("skipping peer {} for {hash}: what it sent is not that path", peer.url());
                 }

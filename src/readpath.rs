@@ -182,19 +182,30 @@ impl ReadPath {
 
     /// Looks a path up; one the store lacks is fetched from the peers (blocking until then).
     pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
+        self.entry_via(hash, "")
+    }
+
+    /// [`ReadPath::entry`] for a request that passed through the Groves in `via` (the
+    /// [`crate::peers::VIA_HEADER`] value): a request that came from this Grove is answered
+    /// from the store alone.
+    pub fn entry_via(&self, hash: &StoreHash, via: &str) -> Result<Option<Entry>, StoreError> {
         if let Some(entry) = self.with_store(|s| s.get(hash))? {
             return Ok(Some(entry));
         }
         match &self.peers {
-            Some(peers) if peers.fetch(hash) => self.with_store(|s| s.get(hash)),
+            Some(peers) if peers.fetch(hash, via) => self.with_store(|s| s.get(hash)),
             _ => Ok(None),
         }
     }
 
     /// The signed narinfo of a path, pointing at the NAR URL this cache serves.
     pub fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, StoreError> {
+        self.narinfo_via(hash, "")
+    }
+
+    fn narinfo_via(&self, hash: &StoreHash, via: &str) -> Result<Option<NarInfo>, StoreError> {
         Ok(self
-            .entry(hash)?
+            .entry_via(hash, via)?
             .map(|e| narinfo_for(e, self.key.as_ref(), self.compression)))
     }
 
@@ -205,10 +216,17 @@ impl ReadPath {
 
     /// The rendered signed narinfo, from the cache or from Git.
     pub fn narinfo_text(&self, hash: &StoreHash) -> Result<Option<Bytes>, StoreError> {
+        self.narinfo_text_via(hash, "")
+    }
+
+    /// [`ReadPath::narinfo_text`] for a request that passed through the Groves in `via`.
+    pub fn narinfo_text_via(&self, hash: &StoreHash, via: &str) -> Result<Option<Bytes>, StoreError> {
         if let Some(text) = self.cached_narinfo_text(hash) {
             return Ok(Some(text));
         }
-        let Some(ni) = self.narinfo(hash)? else { return Ok(None) };
+        let Some(ni) = self.narinfo_via(hash, via)? else {
+            return Ok(None);
+        };
         let text = Bytes::from(ni.render());
         self.narinfos.lock().expect("poisoned").put(*hash, text.clone());
         Ok(Some(text))

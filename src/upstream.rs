@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::UpstreamConfig;
 use crate::filecache::{import_nar, sort_by_references, CacheError};
 use crate::narinfo::NarInfo;
-use crate::peers::PeerError;
+use crate::peers::{PeerError, VIA_HEADER};
 use crate::signing::PublicKey;
 use crate::store::Store;
 use crate::store_path::{StoreHash, StorePath};
@@ -70,9 +70,10 @@ impl Upstream {
     }
 
     /// Fetches `hash` and the part of its closure the store lacks. `Ok(None)` if the upstream
-    /// does not have it; an error (and nothing stored) if anything it sends is wrong.
-    pub fn fetch(&self, store: &Store, hash: &StoreHash) -> Result<Option<Vec<StorePath>>, PeerError> {
-        let Some(first) = self.narinfo(hash)? else {
+    /// does not have it; an error (and nothing stored) if anything it sends is wrong. `via`
+    /// goes out as the [`VIA_HEADER`].
+    pub fn fetch(&self, store: &Store, hash: &StoreHash, via: &str) -> Result<Option<Vec<StorePath>>, PeerError> {
+        let Some(first) = self.narinfo(hash, via)? else {
             return Ok(None);
         };
         let mut wanted: BTreeMap<StoreHash, NarInfo> = BTreeMap::new();
@@ -86,7 +87,7 @@ impl Upstream {
                 if store.get(&h)?.is_some() {
                     continue;
                 }
-                let dep = self.narinfo(&h)?.ok_or_else(|| {
+                let dep = self.narinfo(&h, via)?.ok_or_else(|| {
                     PeerError::Invalid(format!("{} refers to {r}, which it does not have", ni.info.path))
                 })?;
                 if dep.info.path != *r {
@@ -102,17 +103,18 @@ impl Upstream {
         let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
         let mut importer = store.importer();
         for ni in &ordered {
-            self.import(&mut importer, ni)?;
+            self.import(&mut importer, ni, via)?;
         }
         Ok(Some(importer.commit()?))
     }
 
     /// The verified narinfo of `hash`, or `None` on 404.
-    fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, PeerError> {
+    fn narinfo(&self, hash: &StoreHash, via: &str) -> Result<Option<NarInfo>, PeerError> {
         let url = format!("{}/{hash}.narinfo", self.base);
         let mut resp = self
             .agent
             .get(&url)
+            .header(VIA_HEADER, via)
             .config()
             .timeout_global(Some(self.timeout))
             .build()
@@ -138,7 +140,7 @@ impl Upstream {
     }
 
     /// Downloads and stages one path's NAR.
-    fn import(&self, importer: &mut crate::store::Importer<'_>, ni: &NarInfo) -> Result<(), PeerError> {
+    fn import(&self, importer: &mut crate::store::Importer<'_>, ni: &NarInfo, via: &str) -> Result<(), PeerError> {
         let rel = ni
             .url
             .as_deref()
@@ -153,6 +155,7 @@ impl Upstream {
         let resp = self
             .agent
             .get(&url)
+            .header(VIA_HEADER, via)
             .config()
             .timeout_global(Some(deadline))
             .build()

@@ -7,6 +7,8 @@ CLOSURE=$(nix-store -qR "$TOP" | sort)
 H=$(basename "$TOP" | cut -c1-32)
 EXTRA_SRC=$(mktemp -d)/grove-peers-extra; printf 'only in A\n' > "$EXTRA_SRC"
 EXTRA=$(nix-store --add "$EXTRA_SRC"); EXTRA_H=$(basename "$EXTRA" | cut -c1-32)
+printf 'also only in A\n' > "$EXTRA_SRC-2"
+EXTRA2=$(nix-store --add "$EXTRA_SRC-2"); EXTRA2_H=$(basename "$EXTRA2" | cut -c1-32)
 ABSENT_H=00000000000000000000000000000abc
 
 PEERS=$WORK/peers; fusermount3 -u "$PEERS/mnt" 2>/dev/null || true
@@ -34,7 +36,7 @@ start_proxy() {
 }
 
 new_grove PA
-grove --store "$PEERS/PA" add "$TOP" "$EXTRA" >/dev/null 2>&1
+grove --store "$PEERS/PA" add "$TOP" "$EXTRA" "$EXTRA2" >/dev/null 2>&1
 start_grove PA "$PEERS/PA"
 new_grove PB
 printf 'log_level: info\nstore:\n  remotes: [ "%s/git/" ]\n  remote_timeout_s: 5\n' "$PA_URL" > "$PEERS/PB.yaml"
@@ -54,9 +56,9 @@ nix_substitutes_through_two_hops() {
   grove --store "$PEERS/PC" verify && grove --store "$PEERS/PB" verify
   [[ $(log_lines PB "fetched $H from $PA_URL/git/") == 1 ]] || fail "B did not fetch from A over Git"
   [[ $(log_lines PC "fetched $H from $PB_URL") == 1 ]] || fail "C did not fetch from B over HTTP"
-  # The extra path is not in the closure: nobody fetched it.
+  # The extra paths are not in the closure: nobody fetched them.
   [[ $(curl -s -o /dev/null -w '%{http_code}' "$PA_URL/$EXTRA_H.narinfo") == 200 ]]
-  if grove --store "$PEERS/PB" list | grep -q "$EXTRA_H"; then fail "B fetched more than asked"; fi
+  if grove --store "$PEERS/PB" list | grep -q "$EXTRA_H\|$EXTRA2_H"; then fail "B fetched more than asked"; fi
 }
 
 mount_fetches_lazily() {
@@ -76,6 +78,15 @@ mount_fetches_lazily() {
   cmp "$mnt/.narinfo/$H.narinfo" <(grove --store "$PEERS/PM" info "$TOP") || fail "narinfo"
   if ls "$mnt/${ABSENT_H}-nothing" 2>/dev/null; then fail "absent path exists"; fi
   [[ $(grove --store "$PEERS/PM" list) == "$CLOSURE" ]] || fail "mount did not store the closure"
+  fusermount3 -u "$mnt"
+  # C's own mount, for a path neither C nor B has: two hops (HTTP to B, Git to A).
+  grove -c "$PEERS/PC.yaml" --store "$PEERS/PC" mount --daemon "$mnt"
+  [[ $(cat "$mnt/$(basename "$EXTRA")") == "only in A" ]] || fail "cat through C's mount"
+  local hex; hex=$(sha256sum "$mnt/.nar/$EXTRA_H.nar" | cut -d' ' -f1)
+  [[ "sha256:$(nix-hash --type sha256 --to-base32 "$hex")" == "$(nix-store -q --hash "$EXTRA")" ]] || fail "EXTRA NarHash"
+  grove --store "$PEERS/PC" list | grep -q "$EXTRA_H" || fail "C did not store the extra path"
+  grove --store "$PEERS/PB" list | grep -q "$EXTRA_H" || fail "B did not store the extra path"
+  fusermount3 -u "$mnt"
 }
 
 sync_and_conflicts() {
@@ -86,7 +97,7 @@ sync_and_conflicts() {
   # grove sync from a path: everything, verified; a second sync adds nothing.
   new_grove PD
   grove --store "$PEERS/PD" sync "$PEERS/PA" 2> "$PEERS/sync1.err"
-  grep -q "18 new paths, 0 present, 0 conflicts, 0 refused" "$PEERS/sync1.err" || fail "$(cat "$PEERS/sync1.err")"
+  grep -q "19 new paths, 0 present, 0 conflicts, 0 refused" "$PEERS/sync1.err" || fail "$(cat "$PEERS/sync1.err")"
   [[ $(refs "$PEERS/PD") == $(refs "$PEERS/PA") ]] || fail "sync differs from A"
   grove --store "$PEERS/PD" sync "$PEERS/PA" 2> "$PEERS/sync2.err"
   grep -q " 0 new paths" "$PEERS/sync2.err" || fail "$(cat "$PEERS/sync2.err")"
@@ -94,9 +105,9 @@ sync_and_conflicts() {
   # from A reports each as a conflict and keeps the store's own.
   local before; before=$(refs "$PEERS/PM")
   grove --store "$PEERS/PM" sync "file://$PEERS/PA" 2> "$PEERS/sync3.err"
-  grep -q "1 new paths, 0 present, 17 conflicts" "$PEERS/sync3.err" || fail "$(cat "$PEERS/sync3.err")"
+  grep -q "2 new paths, 0 present, 17 conflicts" "$PEERS/sync3.err" || fail "$(cat "$PEERS/sync3.err")"
   grep -q "conflict: $TOP" "$PEERS/sync3.err" || fail "conflict not named"
-  [[ $(refs "$PEERS/PM" | grep -v "$EXTRA_H") == "$before" ]] || fail "sync overwrote the store's refs"
+  [[ $(refs "$PEERS/PM" | grep -v "$EXTRA_H\|$EXTRA2_H") == "$before" ]] || fail "sync overwrote the store's refs"
   grove --store "$PEERS/PM" verify
   if git --git-dir="$PEERS/PM" for-each-ref 'refs/grove/' | grep -q .; then fail "quarantine refs left behind"; fi
   # No config remotes and no REMOTE: a clear error.
@@ -117,7 +128,7 @@ push_without_force() {
   [[ $(refs "$PEERS/PE") == "$before" ]] || fail "push overwrote E's refs"
   # Everything (no PATH): the extra path goes too.
   grove --store "$PEERS/PA" push "file://$PEERS/PE" 2> "$PEERS/push3.err"
-  grep -q "1 paths pushed, 17 present" "$PEERS/push3.err" || fail "$(cat "$PEERS/push3.err")"
+  grep -q "2 paths pushed, 17 present" "$PEERS/push3.err" || fail "$(cat "$PEERS/push3.err")"
 }
 
 corrupt_git_peer_is_refused() {
@@ -143,7 +154,7 @@ corrupt_git_peer_is_refused() {
   # A sync takes what checks out and refuses the rest.
   grove --store "$PEERS/PF" sync "$bad" 2> "$PEERS/sync-bad.err"
   grep -q "refused: $TOP: NAR size mismatch" "$PEERS/sync-bad.err" || fail "$(cat "$PEERS/sync-bad.err")"
-  grep -q "17 new paths, 0 present, 0 conflicts, 1 refused" "$PEERS/sync-bad.err" || fail "$(cat "$PEERS/sync-bad.err")"
+  grep -q "18 new paths, 0 present, 0 conflicts, 1 refused" "$PEERS/sync-bad.err" || fail "$(cat "$PEERS/sync-bad.err")"
   if grove --store "$PEERS/PF" list | grep -q "$H"; then fail "kept the corrupt path"; fi
   grove --store "$PEERS/PF" verify
 }
@@ -214,19 +225,44 @@ concurrent_misses_fetch_once() {
   stop_grove "$PK_PID"; kill "$LAGPROXY_PID"
 }
 
+upstreams_in_a_cycle_do_not_loop() {
+  # X and Y are each other's upstream; X also has B. Ports are chosen first so each config can
+  # name the other.
+  local ports; ports=$(python3 -c 'import socket
+ss=[socket.socket() for _ in range(2)]
+[s.bind(("127.0.0.1", 0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  local px=${ports% *} py=${ports#* }
+  new_grove PX; new_grove PY
+  local kx ky; kx=$(grove --store "$PEERS/PX" key public); ky=$(grove --store "$PEERS/PY" key public)
+  upstream_config "$PEERS/PX.yaml" "http://127.0.0.1:$py" "$ky" 10 "$PB_URL" "$PB_KEY" 10
+  upstream_config "$PEERS/PY.yaml" "http://127.0.0.1:$px" "$kx" 10
+  LISTEN=127.0.0.1:$px start_grove PX "$PEERS/PX" "$PEERS/PX.yaml"
+  LISTEN=127.0.0.1:$py start_grove PY "$PEERS/PY" "$PEERS/PY.yaml"
+  local t0=$SECONDS
+  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$PX_URL/$ABSENT_H.narinfo") == 404 ]] || fail "no 404"
+  ((SECONDS - t0 < 5)) || fail "the cycle took $((SECONDS - t0))s: it waited for a timeout"
+  [[ $(log_lines PX "fetching $ABSENT_H from peers") == 1 && $(log_lines PY "fetching $ABSENT_H from peers") == 1 ]] \
+    || fail "X: $(cat "$WORK/PX.err") Y: $(cat "$WORK/PY.err")"
+  # Y gets the closure through X, which gets it from B.
+  curl -sf --max-time 30 "$PY_URL/$H.narinfo" >/dev/null || fail "Y did not get the path through X"
+  [[ $(grove --store "$PEERS/PY" list) == "$CLOSURE" ]] || fail "Y's closure"
+  stop_grove "$PX_PID"; stop_grove "$PY_PID"
+}
+
 dead_git_peer_falls_through() {
   stop_grove "$PA_PID"
   local t0=$SECONDS
-  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$PB_URL/$EXTRA_H.narinfo") == 404 ]] || fail "no 404"
+  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$PB_URL/$EXTRA2_H.narinfo") == 404 ]] || fail "no 404"
   ((SECONDS - t0 < 15)) || fail "a dead peer took $((SECONDS - t0))s"
-  [[ $(log_lines PB "skipping peer $PA_URL/git/ for $EXTRA_H") == 1 ]] || fail "$(cat "$WORK/PB.err")"
+  [[ $(log_lines PB "skipping peer $PA_URL/git/ for $EXTRA2_H") == 1 ]] || fail "$(cat "$WORK/PB.err")"
   # Through C as well, and B still serves what it holds.
-  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$PC_URL/$EXTRA_H.narinfo") == 404 ]] || fail "C: no 404"
+  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$PC_URL/$EXTRA2_H.narinfo") == 404 ]] || fail "C: no 404"
   curl -sf "$PB_URL/$H.narinfo" >/dev/null || fail "B lost what it had"
-  if grove --store "$PEERS/PB" list | grep -q "$EXTRA_H"; then fail "B stored the extra path"; fi
+  if grove --store "$PEERS/PB" list | grep -q "$EXTRA2_H"; then fail "B stored the extra path"; fi
   # grove fetch says so too.
-  if grove -c "$PEERS/PB.yaml" --store "$PEERS/PB" fetch "$EXTRA_H" 2> "$PEERS/fetch-dead.err"; then fail "fetch succeeded"; fi
-  grep -q "no peer has $EXTRA_H" "$PEERS/fetch-dead.err" || fail "$(cat "$PEERS/fetch-dead.err")"
+  if grove -c "$PEERS/PB.yaml" --store "$PEERS/PB" fetch "$EXTRA2_H" 2> "$PEERS/fetch-dead.err"; then fail "fetch succeeded"; fi
+  grep -q "no peer has $EXTRA2_H" "$PEERS/fetch-dead.err" || fail "$(cat "$PEERS/fetch-dead.err")"
 }
 
 check "peers: nix substitutes the closure from C via B via A" nix_substitutes_through_two_hops
@@ -237,5 +273,6 @@ check "peers: a Git peer with a wrong NarSize is refused" corrupt_git_peer_is_re
 check "peers: wrong signature and corrupt NAR are refused, next peer used" tampered_upstreams_are_refused
 check "peers: a slow upstream times out, next peer used" slow_upstream_times_out
 check "peers: 32 concurrent misses cause one fetch; misses are cached" concurrent_misses_fetch_once
+check "peers: upstreams in a cycle answer without looping" upstreams_in_a_cycle_do_not_loop
 check "peers: a dead Git peer falls through to 404" dead_git_peer_falls_through
 stop_grove "$PA_PID"; stop_grove "$PB_PID"; stop_grove "$PC_PID"
