@@ -128,7 +128,14 @@ pub fn import_nar(
     };
     let io_err = |e: io::Error| CacheError::Io(source.to_string(), e);
     let new = {
-        let mut nar = BufReader::new(decompressor(ni.compression.as_deref(), &mut tee).map_err(io_err)?);
+        // At most one byte past NarSize is read: enough to notice trailing data, and a source
+        // that sends without end cannot make the import run forever.
+        let limit = ni.info.nar_size.saturating_add(1);
+        let mut nar = BufReader::new(
+            decompressor(ni.compression.as_deref(), &mut tee)
+                .map_err(io_err)?
+                .take(limit),
+        );
         let new = importer.add(&ni.info, &mut nar)?;
         let mut rest = [0u8; 1];
         if nar.read(&mut rest).map_err(io_err)? != 0 {
