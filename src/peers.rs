@@ -138,6 +138,11 @@ impl Peers {
         })
     }
 
+    /// This process's instance id, as it appears in [`VIA_HEADER`].
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Whether there is no peer at all.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()

@@ -1,0 +1,256 @@
+//! Peers without Nix: Git replication between real repositories (adoption, conflicts,
+//! corruption) and lazy fetching from a real `grove serve` on 127.0.0.1 (negative cache, keys,
+//! request loops).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use grove::config::{StoreConfig, UpstreamConfig};
+use grove::peers::Peers;
+use grove::readpath::{Compression, ReadPath};
+use grove::replicate::GitRemote;
+use grove::signing::SecretKey;
+use grove::store::Store;
+use grove::store_path::StoreHash;
+
+const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
+const ABSENT: &str = "cccccccccccccccccccccccccccccccc";
+
+fn hash(p: &str) -> StoreHash {
+    Store::parse_spec(p).unwrap()
+}
+
+/// A store holding A (a file) and B (a file referring to A); `deriver` varies A's metadata, so
+/// two stores made with different ones hold A as different commits.
+fn store_with_a_b(dir: &Path, deriver: &str) -> Store {
+    let store = Store::init(dir).unwrap();
+    let mut stream = Vec::new();
+    export_item(&mut stream, &file_nar(b"contents of a"), A, &[], deriver);
+    export_item(&mut stream, &file_nar(b"contents of b"), B, &[A], "");
+    export_end(&mut stream);
+    let mut importer = store.importer();
+    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    importer.commit().unwrap();
+    store
+}
+
+fn commit_of(store: &Store, p: &str) -> Option<git2::Oid> {
+    store.get(&hash(p)).unwrap().map(|e| e.commit)
+}
+
+#[test]
+fn sync_adopts_new_paths_and_keeps_conflicting_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = store_with_a_b(&tmp.path().join("source"), "");
+    let empty = Store::init(&tmp.path().join("empty")).unwrap();
+    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None);
+    let adopted = remote.sync(&empty).unwrap();
+    assert_eq!(adopted.added.len(), 2);
+    assert_eq!(commit_of(&empty, B), commit_of(&source, B));
+    // No quarantine refs remain.
+    assert_eq!(empty.repo().references_glob("refs/grove/*").unwrap().count(), 0);
+    let again = remote.sync(&empty).unwrap();
+    assert!(again.added.is_empty() && again.conflicts.is_empty());
+
+    // A store whose A has other metadata keeps its A and still gets B.
+    let other = Store::init(&tmp.path().join("other")).unwrap();
+    let mut stream = Vec::new();
+    export_item(
+        &mut stream,
+        &file_nar(b"contents of a"),
+        A,
+        &[],
+        "/nix/store/dddddddddddddddddddddddddddddddd-a.drv",
+    );
+    export_end(&mut stream);
+    let mut importer = other.importer();
+    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    importer.commit().unwrap();
+    let own_a = commit_of(&other, A).unwrap();
+    assert_ne!(Some(own_a), commit_of(&source, A));
+    let adopted = remote.sync(&other).unwrap();
+    assert_eq!(adopted.conflicts.len(), 1, "{adopted:?}");
+    assert_eq!(adopted.conflicts[0].0.to_string(), A);
+    assert_eq!(commit_of(&other, A), Some(own_a));
+    assert_eq!(commit_of(&other, B), commit_of(&source, B));
+}
+
+#[test]
+fn push_creates_missing_refs_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = store_with_a_b(&tmp.path().join("source"), "");
+    let target_dir = tmp.path().join("target");
+    let target = store_with_a_b(&target_dir, "/nix/store/dddddddddddddddddddddddddddddddd-a.drv");
+    let mut refs = target.repo().find_reference(&format!("refs/nix/{}", hash(B))).unwrap();
+    refs.delete().unwrap();
+    let before_a = commit_of(&target, A);
+    let closure = source.closure(&[source.get(&hash(B)).unwrap().unwrap()]).unwrap();
+    let pushed = GitRemote::new(target_dir.to_str().unwrap(), None)
+        .push(&source, &closure)
+        .unwrap();
+    assert_eq!(pushed.pushed.len(), 1);
+    assert_eq!(pushed.conflicts.len(), 1);
+    assert_eq!(commit_of(&target, A), before_a);
+    assert_eq!(commit_of(&target, B), commit_of(&source, B));
+}
+
+#[test]
+fn a_lazy_git_fetch_of_a_corrupt_path_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = store_with_a_b(&tmp.path().join("source"), "");
+    // Rewrite B's commit so that its narinfo claims another NarHash (same parents).
+    let repo = source.repo();
+    let entry = source.get(&hash(B)).unwrap().unwrap();
+    let commit = repo.find_commit(entry.commit).unwrap();
+    let tree = commit.tree().unwrap();
+    let text = std::str::from_utf8(
+        repo.find_blob(tree.get_name("narinfo").unwrap().id())
+            .unwrap()
+            .content(),
+    )
+    .unwrap()
+    .to_string();
+    let good_a = source.get(&hash(A)).unwrap().unwrap().info.nar_hash.to_string();
+    let nar_hash_line = text.lines().find(|l| l.starts_with("NarHash: ")).unwrap().to_string();
+    let forged = text.replace(&nar_hash_line, &format!("NarHash: {good_a}"));
+    let blob = repo.blob(forged.as_bytes()).unwrap();
+    let mut tb = repo.treebuilder(Some(&tree)).unwrap();
+    tb.insert("narinfo", blob, 0o100644).unwrap();
+    let new_tree = repo.find_tree(tb.write().unwrap()).unwrap();
+    let parents: Vec<git2::Commit> = commit.parents().collect();
+    let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
+    let sig = commit.author();
+    let forged_commit = repo
+        .commit(None, &sig, &sig, commit.message().unwrap(), &new_tree, &parent_refs)
+        .unwrap();
+    repo.reference(&format!("refs/nix/{}", hash(B)), forged_commit, true, "forge")
+        .unwrap();
+
+    let empty = Store::init(&tmp.path().join("empty")).unwrap();
+    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None);
+    let err = remote.fetch_path(&empty, &hash(B)).unwrap_err();
+    assert!(err.to_string().contains("NAR hash mismatch"), "{err}");
+    assert_eq!(empty.list().unwrap().len(), 0, "nothing, not even A, is adopted");
+    assert!(remote.fetch_path(&empty, &hash(ABSENT)).unwrap().is_none());
+    // A sync takes A and refuses B.
+    let adopted = remote.sync(&empty).unwrap();
+    assert_eq!(adopted.added.len(), 1);
+    assert_eq!(adopted.rejected.len(), 1);
+    assert_eq!(adopted.rejected[0].0.to_string(), B);
+}
+
+/// Serves `store` with `grove serve`'s server on a free port in a background thread.
+fn serve(store: &Path) -> (String, String) {
+    let key: SecretKey = std::fs::read_to_string(store.join("grove.key"))
+        .unwrap_or_else(|_| {
+            let k = SecretKey::generate("test-1").unwrap().to_string();
+            std::fs::write(store.join("grove.key"), &k).unwrap();
+            k
+        })
+        .trim()
+        .parse()
+        .unwrap();
+    let public = key.public().to_string();
+    let read = ReadPath::open(store, Some(key), Compression::None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let options = grove::http::Options {
+            priority: 40,
+            read_token: None,
+            write_token: None,
+        };
+        grove::http::run(read, options, "127.0.0.1:0", |addr| tx.send(addr).unwrap()).unwrap();
+    });
+    (format!("http://{}", rx.recv().unwrap()), public)
+}
+
+fn upstream_config(url: &str, key: &str, negative_ttl_s: u64) -> StoreConfig {
+    StoreConfig {
+        upstreams: vec![UpstreamConfig {
+            url: url.to_string(),
+            trusted_public_keys: vec![key.to_string()],
+            timeout_s: 5,
+        }],
+        negative_ttl_s,
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn read_through_from_an_http_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    store_with_a_b(&tmp.path().join("source"), "");
+    let (url, key) = serve(&tmp.path().join("source"));
+    let dir = tmp.path().join("local");
+    Store::init(&dir).unwrap();
+    let peers = Arc::new(Peers::from_config(&dir, &upstream_config(&url, &key, 60)).unwrap());
+    let read = ReadPath::open(&dir, None, Compression::None)
+        .unwrap()
+        .with_peers(peers.clone());
+    let b = read.entry(&hash(B)).unwrap().expect("fetched");
+    assert_eq!(b.info.path.to_string(), B);
+    assert!(read.entry(&hash(A)).unwrap().is_some(), "the closure came along");
+    assert_eq!(peers.fetch_count(), 1);
+    // Absent paths are asked for once within the negative TTL.
+    assert!(read.entry(&hash(ABSENT)).unwrap().is_none());
+    assert!(read.entry(&hash(ABSENT)).unwrap().is_none());
+    assert_eq!(peers.fetch_count(), 2);
+    assert!(!peers.is_loop("someone,else"));
+
+    // Without a negative cache, every miss asks again.
+    let dir2 = tmp.path().join("local2");
+    Store::init(&dir2).unwrap();
+    let peers2 = Peers::from_config(&dir2, &upstream_config(&url, &key, 0)).unwrap();
+    assert!(!peers2.fetch(&hash(ABSENT), ""));
+    assert!(!peers2.fetch(&hash(ABSENT), ""));
+    assert_eq!(peers2.fetch_count(), 2);
+    // A request that already passed through this Grove is answered from its store alone.
+    let via = format!("other, {}", peers2.id());
+    assert!(peers2.is_loop(&via));
+    assert!(!peers2.fetch(&hash(B), &via));
+    assert_eq!(peers2.fetch_count(), 2);
+    assert!(peers2.fetch(&hash(B), "other"));
+    assert_eq!(peers2.fetch_count(), 3);
+}
+
+#[test]
+fn an_upstream_signed_by_another_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    store_with_a_b(&tmp.path().join("source"), "");
+    let (url, _) = serve(&tmp.path().join("source"));
+    let other = SecretKey::generate("test-1").unwrap().public().to_string();
+    let dir = tmp.path().join("local");
+    Store::init(&dir).unwrap();
+    let peers = Peers::from_config(&dir, &upstream_config(&url, &other, 60)).unwrap();
+    assert!(!peers.fetch(&hash(B), ""));
+    assert!(Store::open(&dir).unwrap().list().unwrap().is_empty());
+}
+
+#[test]
+fn upstream_config_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_keys = StoreConfig {
+        upstreams: vec![UpstreamConfig {
+            url: "http://127.0.0.1:1".into(),
+            trusted_public_keys: vec![],
+            timeout_s: 1,
+        }],
+        ..StoreConfig::default()
+    };
+    let err = Peers::from_config(dir.path(), &no_keys).err().unwrap().to_string();
+    assert!(err.contains("no trusted_public_keys"), "{err}");
+    let bad_url = StoreConfig {
+        upstreams: vec![UpstreamConfig {
+            url: "ftp://x".into(),
+            trusted_public_keys: vec![],
+            timeout_s: 1,
+        }],
+        ..StoreConfig::default()
+    };
+    let err = Peers::from_config(dir.path(), &bad_url).err().unwrap().to_string();
+    assert!(err.contains("not http:// or https://"), "{err}");
+}
