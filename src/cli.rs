@@ -200,9 +200,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let key = init_store(&store_path, &key_path, &config)?;
             let addr = listen.unwrap_or_else(|| format!("{}:{}", config.server.host, config.server.port));
             eprintln!(
-                "store: {} ({} paths)",
+                "store: {} ({} paths); peers: {} Git remotes, {} upstreams",
                 store_path.display(),
-                Store::open(&store_path)?.list()?.len()
+                Store::open(&store_path)?.list()?.len(),
+                config.store.remotes.len(),
+                config.store.upstreams.len()
             );
             let server = &config.server;
             let options = http::Options {

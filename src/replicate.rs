@@ -73,45 +73,17 @@ impl GitRemote {
     /// Fetches one path with its closure. `Ok(None)` if the peer does not have it.
     pub fn fetch_path(&self, store: &Store, hash: &StoreHash) -> Result<Option<Adopted>, PeerError> {
         let ns = incoming_namespace();
-        let spec = format!("+{REF_PREFIX}{hash}:{ns}/{hash}");
-        let out = self.git(
-            store.path(),
-            &[
-                "fetch",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--quiet",
-                "--",
-                &self.url,
-                &spec,
-            ],
-        );
-        let out = match out {
-            Ok(o) => o,
-            Err(PeerError::Git(_, msg)) if msg.contains("couldn't find remote ref") => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        drop(out);
-        let adopted = adopt_namespace(store, &ns, true)?;
-        Ok(Some(adopted))
+        match self.fetch_into(store, &format!("+{REF_PREFIX}{hash}:{ns}/{hash}")) {
+            Ok(()) => Ok(Some(adopt_namespace(store, &ns, true)?)),
+            Err(PeerError::Git(_, msg)) if msg.contains("couldn't find remote ref") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Fetches every path the peer has.
     pub fn sync(&self, store: &Store) -> Result<Adopted, PeerError> {
         let ns = incoming_namespace();
-        let spec = format!("+{REF_PREFIX}*:{ns}/*");
-        self.git(
-            store.path(),
-            &[
-                "fetch",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--quiet",
-                "--",
-                &self.url,
-                &spec,
-            ],
-        )?;
+        self.fetch_into(store, &format!("+{REF_PREFIX}*:{ns}/*"))?;
         adopt_namespace(store, &ns, false)
     }
 
@@ -148,6 +120,20 @@ impl GitRemote {
             self.git(store.path(), &args)?;
         }
         Ok(report)
+    }
+
+    /// Fetches `refspec` from the peer (objects checked by `fetch.fsckObjects`).
+    fn fetch_into(&self, store: &Store, refspec: &str) -> Result<(), PeerError> {
+        let args = [
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--",
+            &self.url,
+            refspec,
+        ];
+        self.git(store.path(), &args).map(drop)
     }
 
     /// Runs git in the store; returns its standard output, or its standard error as the error.

@@ -233,24 +233,14 @@ fn an_upstream_signed_by_another_key_is_refused() {
 #[test]
 fn upstream_config_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let no_keys = StoreConfig {
-        upstreams: vec![UpstreamConfig {
-            url: "http://127.0.0.1:1".into(),
-            trusted_public_keys: vec![],
-            timeout_s: 1,
-        }],
-        ..StoreConfig::default()
-    };
-    let err = Peers::from_config(dir.path(), &no_keys).err().unwrap().to_string();
-    assert!(err.contains("no trusted_public_keys"), "{err}");
-    let bad_url = StoreConfig {
-        upstreams: vec![UpstreamConfig {
-            url: "ftp://x".into(),
-            trusted_public_keys: vec![],
-            timeout_s: 1,
-        }],
-        ..StoreConfig::default()
-    };
-    let err = Peers::from_config(dir.path(), &bad_url).err().unwrap().to_string();
-    assert!(err.contains("not http:// or https://"), "{err}");
+    for (url, keys, why) in [
+        ("http://127.0.0.1:1", vec![], "no trusted_public_keys"),
+        ("ftp://x", vec!["k-1:AAAA".to_string()], "not http:// or https://"),
+        ("http://x", vec!["no-colon".to_string()], "trusted key 'no-colon'"),
+    ] {
+        let mut config = upstream_config(url, "", 60);
+        config.upstreams[0].trusted_public_keys = keys;
+        let err = Peers::from_config(dir.path(), &config).err().unwrap().to_string();
+        assert!(err.contains(why), "{err}");
+    }
 }

@@ -26,6 +26,12 @@ upstream_config() {
       shift 3 || shift $#
     done; } > "$file"
 }
+# burst N URL: N concurrent GETs of URL; prints their status codes.
+burst() {
+  local pids=() i
+  for ((i = 0; i < $1; i++)); do curl -s -o /dev/null -w '%{http_code}\n' "$2" & pids+=($!); done
+  wait "${pids[@]}"
+}
 # start_proxy NAME TARGET MODE [SECONDS]: sets NAME_URL and NAME_PID.
 start_proxy() {
   local out=$WORK/$1.port
@@ -206,20 +212,12 @@ concurrent_misses_fetch_once() {
   new_grove PK
   upstream_config "$PEERS/PK.yaml" "$LAGPROXY_URL" "$PB_KEY" 10
   start_grove PK "$PEERS/PK" "$PEERS/PK.yaml"
-  local codes=$PEERS/codes; : > "$codes"
-  local pids=()
-  for _ in $(seq 32); do
-    curl -s -o /dev/null -w '%{http_code}\n' "$PK_URL/$H.narinfo" >> "$codes" & pids+=($!)
-  done
-  wait "${pids[@]}"
+  local codes=$PEERS/codes
+  burst 32 "$PK_URL/$H.narinfo" > "$codes"
   [[ $(grep -c '^200$' "$codes") == 32 ]] || fail "not all 32 answered 200: $(sort "$codes" | uniq -c)"
   [[ $(log_lines PK "fetching $H from peers") == 1 ]] || fail "$(log_lines PK "fetching $H") fetches"
   # Misses are remembered: 32 requests for an absent path ask the peers once.
-  : > "$codes"; pids=()
-  for _ in $(seq 32); do
-    curl -s -o /dev/null -w '%{http_code}\n' "$PK_URL/$ABSENT_H.narinfo" >> "$codes" & pids+=($!)
-  done
-  wait "${pids[@]}"
+  burst 32 "$PK_URL/$ABSENT_H.narinfo" > "$codes"
   [[ $(grep -c '^404$' "$codes") == 32 ]] || fail "absent path: $(sort "$codes" | uniq -c)"
   [[ $(log_lines PK "fetching $ABSENT_H from peers") == 1 ]] || fail "negative cache: $(log_lines PK "fetching $ABSENT_H")"
   stop_grove "$PK_PID"; kill "$LAGPROXY_PID"
