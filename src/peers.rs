@@ -102,6 +102,26 @@ struct Flight {
     finished: Condvar,
 }
 
+/// Ends a flight when dropped: records its outcome, wakes the waiters, forgets the flight.
+struct Landing<'p> {
+    peers: &'p Peers,
+    hash: StoreHash,
+    flight: Arc<Flight>,
+    found: bool,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut done) = self.flight.done.lock() {
+            *done = Some(self.found);
+        }
+        self.flight.finished.notify_all();
+        if let Ok(mut inflight) = self.peers.inflight.lock() {
+            inflight.remove(&self.hash);
+        }
+    }
+}
+
 /// The peers of one store.
 pub struct Peers {
     id: String,
@@ -189,16 +209,20 @@ impl Peers {
             }
             return done.unwrap_or(false);
         }
-        let found = self.fetch_now_via(hash, via).is_some();
-        if found {
+        // Waiters are released however the fetch ends, a panic included.
+        let mut landing = Landing {
+            peers: self,
+            hash: *hash,
+            flight,
+            found: false,
+        };
+        landing.found = self.fetch_now_via(hash, via).is_some();
+        if landing.found {
             self.absent.lock().expect("poisoned").pop(hash);
         } else if !self.negative_ttl.is_zero() {
             self.absent.lock().expect("poisoned").put(*hash, Instant::now());
         }
-        *flight.done.lock().expect("poisoned") = Some(found);
-        flight.finished.notify_all();
-        self.inflight.lock().expect("poisoned").remove(hash);
-        found
+        landing.found
     }
 
     /// Asks each peer in turn, bypassing the negative cache; returns the paths added by the
