@@ -3,7 +3,7 @@
 //! trusted keys and each NAR against its NarHash/NarSize, imported in one atomic batch.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::time::Duration;
 
 use crate::config::UpstreamConfig;
@@ -16,6 +16,12 @@ use crate::store_path::{StoreHash, StorePath};
 
 /// A NAR may take the timeout plus this long per MiB to arrive.
 const NAR_SECONDS_PER_MIB: f64 = 1.0;
+
+/// How many downloaded NARs may wait for their import.
+const PREFETCH: usize = 2;
+
+/// NARs up to this size are downloaded ahead whole; larger ones are streamed into the import.
+const PREFETCH_MAX: u64 = 32 << 20;
 
 /// One upstream binary cache.
 pub struct Upstream {
@@ -101,11 +107,36 @@ impl Upstream {
             wanted.insert(ni.info.path.hash(), ni);
         }
         let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
-        let mut importer = store.importer();
-        for ni in &ordered {
-            self.import(&mut importer, ni, via)?;
-        }
-        Ok(Some(importer.commit()?))
+        // Downloads run ahead of the imports in their own thread, so the upstream synthesising
+        // or sending the next NAR overlaps this side parsing the current one into Git.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Download, PeerError>>(PREFETCH);
+        std::thread::scope(|scope| {
+            // Owned here, so that an import error drops it on return and unblocks the sender
+            // before the scope joins it.
+            let rx = rx;
+            scope.spawn(|| {
+                for ni in &ordered {
+                    let download = self.download(ni, via);
+                    let failed = download.is_err();
+                    if tx.send(download).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let mut importer = store.importer();
+            for ni in &ordered {
+                let download = rx.recv().map_err(|_| PeerError::Invalid("download stopped".into()))??;
+                let result = match download.body {
+                    Body::Buffered(bytes) => import_nar(&mut importer, ni, &download.url, bytes.as_slice()),
+                    Body::Streaming(reader) => import_nar(&mut importer, ni, &download.url, reader),
+                };
+                result.map_err(|e| match e {
+                    CacheError::Store(e) => PeerError::Store(e),
+                    other => PeerError::Invalid(other.to_string()),
+                })?;
+            }
+            Ok(Some(importer.commit()?))
+        })
     }
 
     /// The verified narinfo of `hash`, or `None` on 404.
@@ -139,8 +170,8 @@ impl Upstream {
         Ok(Some(ni))
     }
 
-    /// Downloads and stages one path's NAR.
-    fn import(&self, importer: &mut crate::store::Importer<'_>, ni: &NarInfo, via: &str) -> Result<(), PeerError> {
+    /// Starts downloading one path's NAR: read whole if small, else handed over as a stream.
+    fn download(&self, ni: &NarInfo, via: &str) -> Result<Download, PeerError> {
         let rel = ni
             .url
             .as_deref()
@@ -150,8 +181,8 @@ impl Upstream {
         } else {
             format!("{}/{}", self.base, rel.trim_start_matches('/'))
         };
-        let mib = ni.file_size.unwrap_or(ni.info.nar_size) as f64 / (1 << 20) as f64;
-        let deadline = self.timeout + Duration::from_secs_f64(mib * NAR_SECONDS_PER_MIB);
+        let size = ni.file_size.unwrap_or(ni.info.nar_size);
+        let deadline = self.timeout + Duration::from_secs_f64(size as f64 / (1 << 20) as f64 * NAR_SECONDS_PER_MIB);
         let resp = self
             .agent
             .get(&url)
@@ -164,11 +195,35 @@ impl Upstream {
         if resp.status().as_u16() != 200 {
             return Err(PeerError::Http(url, format!("HTTP status {}", resp.status().as_u16())));
         }
-        let body = BufReader::with_capacity(1 << 16, resp.into_body().into_reader());
-        import_nar(importer, ni, &url, body).map_err(|e| match e {
-            CacheError::Store(e) => PeerError::Store(e),
-            other => PeerError::Invalid(other.to_string()),
-        })?;
-        Ok(())
+        let mut reader = resp.into_body().into_reader();
+        let body = if size <= PREFETCH_MAX {
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&mut reader)
+                .take(size + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| PeerError::Http(url.clone(), e.to_string()))?;
+            if bytes.len() as u64 <= size {
+                Body::Buffered(bytes)
+            } else {
+                // Longer than announced (or no FileSize and compression grew it): the import's
+                // own checks decide, reading on from where the buffer ends.
+                Body::Streaming(Box::new(std::io::Cursor::new(bytes).chain(BufReader::new(reader))))
+            }
+        } else {
+            Body::Streaming(Box::new(BufReader::with_capacity(1 << 16, reader)))
+        };
+        Ok(Download { url, body })
     }
+}
+
+/// A NAR on its way from an upstream.
+struct Download {
+    url: String,
+    body: Body,
+}
+
+/// A NAR's (possibly compressed) bytes: in memory, or still arriving.
+enum Body {
+    Buffered(Vec<u8>),
+    Streaming(Box<dyn Read + Send>),
 }
