@@ -19,10 +19,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        self.forward("GET")
+
+    def do_HEAD(self):
+        self.forward("HEAD")
+
+    def forward(self, method):
         if MODE == "delay":
             time.sleep(DELAY)
         try:
-            with urllib.request.urlopen(TARGET + self.path) as resp:
+            request = urllib.request.Request(TARGET + self.path, method=method)
+            with urllib.request.urlopen(request) as resp:
                 status, body, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as e:
             status, body, ctype = e.code, e.read(), "text/plain"
@@ -34,7 +41,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype or "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if method == "GET":
+            self.wfile.write(body)
 
     def log_message(self, *args):
         pass

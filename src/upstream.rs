@@ -17,6 +17,9 @@ use crate::store_path::{StoreHash, StorePath};
 /// A NAR may take the timeout plus this long per MiB to arrive.
 const NAR_SECONDS_PER_MIB: f64 = 1.0;
 
+/// How many narinfos are requested at once while walking a closure.
+const NARINFO_PARALLEL: usize = 8;
+
 /// How many downloaded NARs may wait for their import.
 const PREFETCH: usize = 2;
 
@@ -82,29 +85,29 @@ impl Upstream {
         let Some(first) = self.narinfo(hash, via)? else {
             return Ok(None);
         };
+        // Breadth first, each level's narinfos requested in parallel (as Nix does): on a link
+        // with latency a closure costs its depth in round trips, not its size.
         let mut wanted: BTreeMap<StoreHash, NarInfo> = BTreeMap::new();
-        let mut queue = vec![first];
-        while let Some(ni) = queue.pop() {
-            for r in ni.info.other_references() {
-                let h = r.hash();
-                if wanted.contains_key(&h) || queue.iter().any(|q| q.info.path.hash() == h) {
-                    continue;
+        let mut level = vec![first];
+        while !level.is_empty() {
+            let mut missing: Vec<(StorePath, StorePath)> = Vec::new();
+            for ni in &level {
+                for r in ni.info.other_references() {
+                    let h = r.hash();
+                    if wanted.contains_key(&h)
+                        || level.iter().any(|l| l.info.path.hash() == h)
+                        || missing.iter().any(|(m, _)| m == r)
+                        || store.get(&h)?.is_some()
+                    {
+                        continue;
+                    }
+                    missing.push((r.clone(), ni.info.path.clone()));
                 }
-                if store.get(&h)?.is_some() {
-                    continue;
-                }
-                let dep = self.narinfo(&h, via)?.ok_or_else(|| {
-                    PeerError::Invalid(format!("{} refers to {r}, which it does not have", ni.info.path))
-                })?;
-                if dep.info.path != *r {
-                    return Err(PeerError::Invalid(format!(
-                        "narinfo for {r} describes {}",
-                        dep.info.path
-                    )));
-                }
-                queue.push(dep);
             }
-            wanted.insert(ni.info.path.hash(), ni);
+            for ni in level.drain(..) {
+                wanted.insert(ni.info.path.hash(), ni);
+            }
+            level = self.narinfos(&missing, via)?;
         }
         let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
         // Downloads run ahead of the imports in their own thread, so the upstream synthesising
@@ -137,6 +140,37 @@ impl Upstream {
             }
             Ok(Some(importer.commit()?))
         })
+    }
+
+    /// The verified narinfos of `paths` (each with the path that refers to it), fetched
+    /// [`NARINFO_PARALLEL`] at a time; every one must exist and describe the path asked for.
+    fn narinfos(&self, paths: &[(StorePath, StorePath)], via: &str) -> Result<Vec<NarInfo>, PeerError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(NARINFO_PARALLEL) {
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(path, _)| scope.spawn(move || self.narinfo(&path.hash(), via)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a narinfo request panicked"))
+                    .collect()
+            });
+            for ((path, referrer), result) in chunk.iter().zip(results) {
+                let ni = result?.ok_or_else(|| {
+                    PeerError::Invalid(format!("{referrer} refers to {path}, which it does not have"))
+                })?;
+                if ni.info.path != *path {
+                    return Err(PeerError::Invalid(format!(
+                        "narinfo for {path} describes {}",
+                        ni.info.path
+                    )));
+                }
+                out.push(ni);
+            }
+        }
+        Ok(out)
     }
 
     /// The verified narinfo of `hash`, or `None` on 404.
