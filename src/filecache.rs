@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::hash::HashingWriter;
 use crate::narinfo::{NarInfo, PathInfo};
-use crate::store::{Importer, StoreError};
+use crate::store::{Contents, Importer, StoreError};
 use crate::store_path::StoreHash;
 
 /// Errors reading a file cache.
@@ -113,21 +113,28 @@ pub fn import_one(importer: &mut Importer<'_>, dir: &Path, ni: &NarInfo) -> Resu
 }
 
 /// Imports one narinfo's NAR read (possibly compressed) from `file`, named `source` in errors:
-/// checks FileHash/FileSize when given and NarHash/NarSize always, and that nothing follows the
-/// NAR. Returns whether the path was new.
+/// [`parse_nar`], then staged (which checks NarHash/NarSize). Returns whether the path was new.
 pub fn import_nar(
     importer: &mut Importer<'_>,
     ni: &NarInfo,
     source: &str,
     file: impl Read,
 ) -> Result<bool, CacheError> {
+    let contents = parse_nar(importer, ni, source, file)?;
+    Ok(importer.stage(&ni.info, contents)?)
+}
+
+/// Parses one narinfo's NAR read (possibly compressed) from `file` into Git objects, checking
+/// FileHash/FileSize when given and that nothing follows the NAR. The objects stay unreferenced
+/// until the contents are staged, which checks NarHash/NarSize.
+pub fn parse_nar(importer: &Importer<'_>, ni: &NarInfo, source: &str, file: impl Read) -> Result<Contents, CacheError> {
     let what = ni.info.path.to_string();
     let mut tee = TeeHash {
         inner: file,
         hash: HashingWriter::new(),
     };
     let io_err = |e: io::Error| CacheError::Io(source.to_string(), e);
-    let new = {
+    let contents = {
         // At most one byte past NarSize is read: enough to notice trailing data, and a source
         // that sends without end cannot make the import run forever.
         let limit = ni.info.nar_size.saturating_add(1);
@@ -136,12 +143,12 @@ pub fn import_nar(
                 .map_err(io_err)?
                 .take(limit),
         );
-        let new = importer.add(&ni.info, &mut nar)?;
+        let contents = importer.write_contents(&mut nar)?;
         let mut rest = [0u8; 1];
         if nar.read(&mut rest).map_err(io_err)? != 0 {
             return Err(CacheError::Invalid(what, "trailing data after the NAR".into()));
         }
-        new
+        contents
     };
     io::copy(&mut tee, &mut io::sink()).map_err(io_err)?;
     let (file_hash, file_size) = tee.hash.finish();
@@ -151,7 +158,7 @@ pub fn import_nar(
             format!("{source} does not match FileHash/FileSize"),
         ));
     }
-    Ok(new)
+    Ok(contents)
 }
 
 struct TeeHash<R> {

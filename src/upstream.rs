@@ -3,15 +3,17 @@
 //! trusted keys and each NAR against its NarHash/NarSize, imported in one atomic batch.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::config::UpstreamConfig;
-use crate::filecache::{import_nar, sort_by_references, CacheError};
+use crate::filecache::{parse_nar, sort_by_references, CacheError};
 use crate::narinfo::NarInfo;
 use crate::peers::{PeerError, VIA_HEADER};
 use crate::signing::PublicKey;
-use crate::store::Store;
+use crate::store::{Contents, Importer, Store};
 use crate::store_path::{StoreHash, StorePath};
 
 /// A NAR may take the timeout plus this long per MiB to arrive.
@@ -20,11 +22,8 @@ const NAR_SECONDS_PER_MIB: f64 = 1.0;
 /// How many narinfos are requested at once while walking a closure.
 const NARINFO_PARALLEL: usize = 8;
 
-/// How many downloaded NARs may wait for their import.
-const PREFETCH: usize = 2;
-
-/// NARs up to this size are downloaded ahead whole; larger ones are streamed into the import.
-const PREFETCH_MAX: u64 = 32 << 20;
+/// At most this many NARs are downloaded and parsed at once (no more than the machine's cores).
+const MAX_PARSERS: usize = 4;
 
 /// One upstream binary cache.
 pub struct Upstream {
@@ -110,35 +109,67 @@ impl Upstream {
             level = self.narinfos(&missing, via)?;
         }
         let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
-        // Downloads run ahead of the imports in their own thread, so the upstream synthesising
-        // or sending the next NAR overlaps this side parsing the current one into Git.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Download, PeerError>>(PREFETCH);
+        self.import(store, &ordered, via).map(Some)
+    }
+
+    /// Downloads and imports `ordered` (references first) as one batch. Parsers, each with its
+    /// own repository handle, download and parse NARs in parallel (parsing into Git objects is
+    /// CPU bound); this thread stages the results in order and commits them all at once.
+    fn import(&self, store: &Store, ordered: &[NarInfo], via: &str) -> Result<Vec<StorePath>, PeerError> {
+        let parsers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, MAX_PARSERS)
+            .min(ordered.len());
+        let handles = (0..parsers)
+            .map(|_| Store::open(store.path()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let parsed: Mutex<Vec<Option<Result<Contents, PeerError>>>> =
+            Mutex::new((0..ordered.len()).map(|_| None).collect());
+        let ready = Condvar::new();
         std::thread::scope(|scope| {
-            // Owned here, so that an import error drops it on return and unblocks the sender
-            // before the scope joins it.
-            let rx = rx;
-            scope.spawn(|| {
-                for ni in &ordered {
-                    let download = self.download(ni, via);
-                    let failed = download.is_err();
-                    if tx.send(download).is_err() || failed {
-                        return;
+            for handle in handles {
+                let (next, stop, parsed, ready) = (&next, &stop, &parsed, &ready);
+                scope.spawn(move || {
+                    let importer = handle.importer();
+                    // Every index taken is filled, so the stager never waits for one in vain.
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(ni) = ordered.get(i) else { return };
+                        let result =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.parse(&importer, ni, via)))
+                                .unwrap_or_else(|_| {
+                                    Err(PeerError::Invalid(format!("parsing {} panicked", ni.info.path)))
+                                });
+                        let failed = result.is_err();
+                        parsed.lock().expect("parse results")[i] = Some(result);
+                        ready.notify_all();
+                        if failed {
+                            return;
+                        }
                     }
-                }
-            });
-            let mut importer = store.importer();
-            for ni in &ordered {
-                let download = rx.recv().map_err(|_| PeerError::Invalid("download stopped".into()))??;
-                let result = match download.body {
-                    Body::Buffered(bytes) => import_nar(&mut importer, ni, &download.url, bytes.as_slice()),
-                    Body::Streaming(reader) => import_nar(&mut importer, ni, &download.url, reader),
-                };
-                result.map_err(|e| match e {
-                    CacheError::Store(e) => PeerError::Store(e),
-                    other => PeerError::Invalid(other.to_string()),
-                })?;
+                });
             }
-            Ok(Some(importer.commit()?))
+            let result = (|| {
+                let mut importer = store.importer();
+                for (i, ni) in ordered.iter().enumerate() {
+                    let mut slots = parsed.lock().expect("parse results");
+                    let contents = loop {
+                        match slots[i].take() {
+                            Some(result) => break result?,
+                            None => slots = ready.wait(slots).expect("parse results"),
+                        }
+                    };
+                    drop(slots);
+                    importer.stage(&ni.info, contents)?;
+                }
+                Ok(importer.commit()?)
+            })();
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            result
         })
     }
 
@@ -204,8 +235,8 @@ impl Upstream {
         Ok(Some(ni))
     }
 
-    /// Starts downloading one path's NAR: read whole if small, else handed over as a stream.
-    fn download(&self, ni: &NarInfo, via: &str) -> Result<Download, PeerError> {
+    /// Downloads one path's NAR and parses it into Git objects (not yet referenced).
+    fn parse(&self, importer: &Importer<'_>, ni: &NarInfo, via: &str) -> Result<Contents, PeerError> {
         let rel = ni
             .url
             .as_deref()
@@ -229,35 +260,10 @@ impl Upstream {
         if resp.status().as_u16() != 200 {
             return Err(PeerError::Http(url, format!("HTTP status {}", resp.status().as_u16())));
         }
-        let mut reader = resp.into_body().into_reader();
-        let body = if size <= PREFETCH_MAX {
-            let mut bytes = Vec::with_capacity(size as usize);
-            (&mut reader)
-                .take(size + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| PeerError::Http(url.clone(), e.to_string()))?;
-            if bytes.len() as u64 <= size {
-                Body::Buffered(bytes)
-            } else {
-                // Longer than announced (or no FileSize and compression grew it): the import's
-                // own checks decide, reading on from where the buffer ends.
-                Body::Streaming(Box::new(std::io::Cursor::new(bytes).chain(BufReader::new(reader))))
-            }
-        } else {
-            Body::Streaming(Box::new(BufReader::with_capacity(1 << 16, reader)))
-        };
-        Ok(Download { url, body })
+        let body = BufReader::with_capacity(1 << 16, resp.into_body().into_reader());
+        parse_nar(importer, ni, &url, body).map_err(|e| match e {
+            CacheError::Store(e) => PeerError::Store(e),
+            other => PeerError::Invalid(other.to_string()),
+        })
     }
-}
-
-/// A NAR on its way from an upstream.
-struct Download {
-    url: String,
-    body: Body,
-}
-
-/// A NAR's (possibly compressed) bytes: in memory, or still arriving.
-enum Body {
-    Buffered(Vec<u8>),
-    Streaming(Box<dyn Read + Send>),
 }
