@@ -145,6 +145,11 @@ pub fn run(cli: Cli) -> Result<()> {
         None => Config::default(),
     };
     init_logging(config.log_level.as_deref());
+    // Like git, trust object ids on read: libgit2 would otherwise re-hash (SHA-1DC, slow) every
+    // object it inflates. Objects are hashed when written, fetched packs are checked by
+    // index-pack with fsckObjects and zlib's checksum catches corruption on disk; `grove verify`
+    // keeps the check, on top of re-hashing whole NARs.
+    git2::opts::strict_hash_verification(matches!(cli.command, Command::Verify));
     let store_path = config.store_path(cli.store.as_deref());
     let key_path = config.key_path(&store_path);
     match cli.command {
