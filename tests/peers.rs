@@ -244,3 +244,107 @@ fn upstream_config_errors_are_clear() {
         assert!(err.contains(why), "{err}");
     }
 }
+
+/// Serves the files below `dir` over plain HTTP/1.1 (404 for anything else), one connection at
+/// a time, closing each: a static binary cache, as nginx would serve one.
+fn serve_dir(dir: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let response = match std::fs::read(dir.join(&path)) {
+                Ok(body) if !path.contains("..") => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    url
+}
+
+#[test]
+fn one_bad_nar_in_a_closure_stores_nothing_of_it() {
+    const T: &str = "/nix/store/dddddddddddddddddddddddddddddddd-top";
+    let tmp = tempfile::tempdir().unwrap();
+    let source_dir = tmp.path().join("source");
+    let store = store_with_a_b(&source_dir, "");
+    let mut stream = Vec::new();
+    export_item(&mut stream, &file_nar(b"contents of top"), T, &[A, B], "");
+    export_end(&mut stream);
+    let mut importer = store.importer();
+    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    importer.commit().unwrap();
+    // A static copy of what the source serves, with one byte of B's NAR flipped.
+    let (url, key) = serve(&source_dir);
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(cache.join("nar")).unwrap();
+    let get = |what: &str| {
+        let mut resp = ureq::get(&format!("{url}/{what}")).call().unwrap();
+        resp.body_mut().read_to_vec().unwrap()
+    };
+    std::fs::write(cache.join("nix-cache-info"), get("nix-cache-info")).unwrap();
+    let mut b_nar_url = String::new();
+    for p in [A, B, T] {
+        let h = hash(p);
+        let narinfo = String::from_utf8(get(&format!("{h}.narinfo"))).unwrap();
+        let nar_url = narinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .unwrap()
+            .to_string();
+        let mut nar = get(&nar_url);
+        if p == B {
+            let mid = nar.len() / 2;
+            nar[mid] ^= 1;
+            b_nar_url = nar_url.clone();
+        }
+        std::fs::write(cache.join(&nar_url), nar).unwrap();
+        std::fs::write(cache.join(format!("{h}.narinfo")), narinfo).unwrap();
+    }
+    let static_url = serve_dir(&cache);
+
+    let dir = tmp.path().join("local");
+    Store::init(&dir).unwrap();
+    let peers = Peers::from_config(&dir, &upstream_config(&static_url, &key, 0)).unwrap();
+    assert!(!peers.fetch(&hash(T), ""), "a closure with a bad NAR is refused");
+    assert!(
+        Store::open(&dir).unwrap().list().unwrap().is_empty(),
+        "not even A is kept"
+    );
+    // A alone is good, and arrives; with B's NAR repaired the whole closure does.
+    assert!(peers.fetch(&hash(A), ""));
+    assert_eq!(Store::open(&dir).unwrap().list().unwrap().len(), 1);
+    let b_nar = cache.join(&b_nar_url);
+    let mut nar = std::fs::read(&b_nar).unwrap();
+    let mid = nar.len() / 2;
+    nar[mid] ^= 1;
+    std::fs::write(&b_nar, nar).unwrap();
+    assert!(peers.fetch(&hash(T), ""));
+    assert_eq!(Store::open(&dir).unwrap().list().unwrap().len(), 3);
+}
