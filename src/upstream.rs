@@ -2,10 +2,9 @@
 //! those of every reference the store lacks, each signature checked against the upstream's
 //! trusted keys and each NAR against its NarHash/NarSize, imported in one atomic batch.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::config::UpstreamConfig;
@@ -22,7 +21,7 @@ const NAR_SECONDS_PER_MIB: f64 = 1.0;
 /// How many narinfos are requested at once while walking a closure.
 const NARINFO_PARALLEL: usize = 8;
 
-/// At most this many NARs are downloaded and parsed at once (no more than the machine's cores).
+/// At most this many NARs are downloaded and parsed at once (and no more than the cores).
 const MAX_PARSERS: usize = 4;
 
 /// One upstream binary cache.
@@ -86,122 +85,59 @@ impl Upstream {
         };
         // Breadth first, each level's narinfos requested in parallel (as Nix does): on a link
         // with latency a closure costs its depth in round trips, not its size.
-        let mut wanted: BTreeMap<StoreHash, NarInfo> = BTreeMap::new();
+        let mut seen = BTreeSet::from([first.info.path.hash()]);
+        let mut wanted = Vec::new();
         let mut level = vec![first];
         while !level.is_empty() {
-            let mut missing: Vec<(StorePath, StorePath)> = Vec::new();
+            let mut missing = Vec::new();
             for ni in &level {
                 for r in ni.info.other_references() {
-                    let h = r.hash();
-                    if wanted.contains_key(&h)
-                        || level.iter().any(|l| l.info.path.hash() == h)
-                        || missing.iter().any(|(m, _)| m == r)
-                        || store.get(&h)?.is_some()
-                    {
-                        continue;
+                    if seen.insert(r.hash()) && store.get(&r.hash())?.is_none() {
+                        missing.push((r.clone(), ni.info.path.clone()));
                     }
-                    missing.push((r.clone(), ni.info.path.clone()));
                 }
             }
-            for ni in level.drain(..) {
-                wanted.insert(ni.info.path.hash(), ni);
-            }
+            wanted.append(&mut level);
             level = self.narinfos(&missing, via)?;
         }
-        let ordered = sort_by_references(wanted.into_values().collect(), |ni| &ni.info);
+        let ordered = sort_by_references(wanted, |ni| &ni.info);
         self.import(store, &ordered, via).map(Some)
     }
 
-    /// Downloads and imports `ordered` (references first) as one batch. Parsers, each with its
-    /// own repository handle, download and parse NARs in parallel (parsing into Git objects is
-    /// CPU bound); this thread stages the results in order and commits them all at once.
+    /// Downloads and imports `ordered` (references first) as one batch: NARs are parsed into Git
+    /// objects in parallel (CPU bound: zlib and SHA-1 of every object), each through a repository
+    /// handle of its own (handles are not shared between threads), then staged in order and
+    /// committed at once.
     fn import(&self, store: &Store, ordered: &[NarInfo], via: &str) -> Result<Vec<StorePath>, PeerError> {
         let parsers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .clamp(1, MAX_PARSERS)
-            .min(ordered.len());
-        let handles = (0..parsers)
-            .map(|_| Store::open(store.path()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let parsed: Mutex<Vec<Option<Result<Contents, PeerError>>>> =
-            Mutex::new((0..ordered.len()).map(|_| None).collect());
-        let ready = Condvar::new();
-        std::thread::scope(|scope| {
-            for handle in handles {
-                let (next, stop, parsed, ready) = (&next, &stop, &parsed, &ready);
-                scope.spawn(move || {
-                    let importer = handle.importer();
-                    // Every index taken is filled, so the stager never waits for one in vain.
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(ni) = ordered.get(i) else { return };
-                        let result =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.parse(&importer, ni, via)))
-                                .unwrap_or_else(|_| {
-                                    Err(PeerError::Invalid(format!("parsing {} panicked", ni.info.path)))
-                                });
-                        let failed = result.is_err();
-                        parsed.lock().expect("parse results")[i] = Some(result);
-                        ready.notify_all();
-                        if failed {
-                            return;
-                        }
-                    }
-                });
-            }
-            let result = (|| {
-                let mut importer = store.importer();
-                for (i, ni) in ordered.iter().enumerate() {
-                    let mut slots = parsed.lock().expect("parse results");
-                    let contents = loop {
-                        match slots[i].take() {
-                            Some(result) => break result?,
-                            None => slots = ready.wait(slots).expect("parse results"),
-                        }
-                    };
-                    drop(slots);
-                    importer.stage(&ni.info, contents)?;
-                }
-                Ok(importer.commit()?)
-            })();
-            if result.is_err() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            result
-        })
+            .min(MAX_PARSERS);
+        let path = store.path();
+        let contents = in_parallel(ordered, parsers, |ni| {
+            self.parse(&Store::open(path)?.importer(), ni, via)
+        })?;
+        let mut importer = store.importer();
+        for (ni, contents) in ordered.iter().zip(contents) {
+            importer.stage(&ni.info, contents)?;
+        }
+        Ok(importer.commit()?)
     }
 
-    /// The verified narinfos of `paths` (each with the path that refers to it), fetched
-    /// [`NARINFO_PARALLEL`] at a time; every one must exist and describe the path asked for.
+    /// The verified narinfos of `paths` (each with the path that refers to it), up to
+    /// [`NARINFO_PARALLEL`] requests at once; every one must exist and describe the path asked for.
     fn narinfos(&self, paths: &[(StorePath, StorePath)], via: &str) -> Result<Vec<NarInfo>, PeerError> {
-        let mut out = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(NARINFO_PARALLEL) {
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(path, _)| scope.spawn(move || self.narinfo(&path.hash(), via)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a narinfo request panicked"))
-                    .collect()
-            });
-            for ((path, referrer), result) in chunk.iter().zip(results) {
-                let ni = result?.ok_or_else(|| {
-                    PeerError::Invalid(format!("{referrer} refers to {path}, which it does not have"))
-                })?;
-                if ni.info.path != *path {
-                    return Err(PeerError::Invalid(format!(
-                        "narinfo for {path} describes {}",
-                        ni.info.path
-                    )));
-                }
-                out.push(ni);
+        in_parallel(paths, NARINFO_PARALLEL, |(path, referrer)| {
+            let ni = self
+                .narinfo(&path.hash(), via)?
+                .ok_or_else(|| PeerError::Invalid(format!("{referrer} refers to {path}, which it does not have")))?;
+            if ni.info.path != *path {
+                return Err(PeerError::Invalid(format!(
+                    "narinfo for {path} describes {}",
+                    ni.info.path
+                )));
             }
-        }
-        Ok(out)
+            Ok(ni)
+        })
     }
 
     /// The verified narinfo of `hash`, or `None` on 404.
@@ -246,8 +182,8 @@ impl Upstream {
         } else {
             format!("{}/{}", self.base, rel.trim_start_matches('/'))
         };
-        let size = ni.file_size.unwrap_or(ni.info.nar_size);
-        let deadline = self.timeout + Duration::from_secs_f64(size as f64 / (1 << 20) as f64 * NAR_SECONDS_PER_MIB);
+        let mib = ni.file_size.unwrap_or(ni.info.nar_size) as f64 / (1 << 20) as f64;
+        let deadline = self.timeout + Duration::from_secs_f64(mib * NAR_SECONDS_PER_MIB);
         let resp = self
             .agent
             .get(&url)
@@ -266,4 +202,40 @@ impl Upstream {
             other => PeerError::Invalid(other.to_string()),
         })
     }
+}
+
+/// Runs `f` on every item on up to `threads` scoped threads and returns the results in the
+/// items' order. After an error no further item is started, and the first error is returned.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R, PeerError> + Sync,
+) -> Result<Vec<R>, PeerError> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, Result<R, PeerError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, items.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        let result = f(item);
+                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                        out.push((i, result));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a peer request panicked"))
+            .collect()
+    });
+    // Indices are taken in order, so the results cover a prefix of the items; it falls short
+    // only after an error, which `collect` then returns.
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }

@@ -270,8 +270,9 @@ fn serve_dir(dir: &Path) -> String {
                     break;
                 }
             }
-            let response = match std::fs::read(dir.join(&path)) {
-                Ok(body) if !path.contains("..") => {
+            let file = (!path.contains("..")).then(|| std::fs::read(dir.join(&path)));
+            let response = match file {
+                Some(Ok(body)) => {
                     let mut r = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
@@ -286,6 +287,14 @@ fn serve_dir(dir: &Path) -> String {
         }
     });
     url
+}
+
+/// Flips one bit of the byte in the middle of a file (twice restores it).
+fn flip_middle_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(file, bytes).unwrap();
 }
 
 #[test]
@@ -318,13 +327,11 @@ fn one_bad_nar_in_a_closure_stores_nothing_of_it() {
             .find_map(|l| l.strip_prefix("URL: "))
             .unwrap()
             .to_string();
-        let mut nar = get(&nar_url);
+        std::fs::write(cache.join(&nar_url), get(&nar_url)).unwrap();
         if p == B {
-            let mid = nar.len() / 2;
-            nar[mid] ^= 1;
-            b_nar_url = nar_url.clone();
+            flip_middle_byte(&cache.join(&nar_url));
+            b_nar_url = nar_url;
         }
-        std::fs::write(cache.join(&nar_url), nar).unwrap();
         std::fs::write(cache.join(format!("{h}.narinfo")), narinfo).unwrap();
     }
     let static_url = serve_dir(&cache);
@@ -340,11 +347,7 @@ fn one_bad_nar_in_a_closure_stores_nothing_of_it() {
     // A alone is good, and arrives; with B's NAR repaired the whole closure does.
     assert!(peers.fetch(&hash(A), ""));
     assert_eq!(Store::open(&dir).unwrap().list().unwrap().len(), 1);
-    let b_nar = cache.join(&b_nar_url);
-    let mut nar = std::fs::read(&b_nar).unwrap();
-    let mid = nar.len() / 2;
-    nar[mid] ^= 1;
-    std::fs::write(&b_nar, nar).unwrap();
+    flip_middle_byte(&cache.join(&b_nar_url));
     assert!(peers.fetch(&hash(T), ""));
     assert_eq!(Store::open(&dir).unwrap().list().unwrap().len(), 3);
 }
