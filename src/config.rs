@@ -1,9 +1,13 @@
-//! The YAML configuration. Keys follow Gachix's where they mean the same.
+//! The YAML configuration. Keys follow Gachix's where they mean the same, and Gachix's own
+//! config files load (its `no-default` placeholder for a path means "not set").
 //!
 //! ```yaml
 //! log_level: info
 //! store:
 //!   path: /var/lib/grove
+//!   builders: [ "ssh://nix@build-1" ]    # Nix machines `grove add` takes paths from
+//!   use_local_nix_daemon: true           # false: `grove add` never reads the local store
+//!   ssh_private_key_path: /var/lib/grove/id_ed25519
 //!   sign_private_key_path: /var/lib/grove/grove.key
 //!   key_name: cache.example.org-1
 //!   remotes: [ "file:///srv/other-grove", "http://peer:8080/git/" ]
@@ -24,6 +28,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::nix::compression::Compression;
+
+/// What Gachix's README writes for a path that has no default.
+const NO_DEFAULT: &str = "no-default";
 
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,12 @@ pub struct StoreConfig {
     pub negative_ttl_s: u64,
     /// Seconds a Git peer may take to answer a lazy fetch.
     pub remote_timeout_s: u64,
+    /// Nix machines `grove add` takes paths from over ssh (`ssh://[USER@]HOST[:PORT]`).
+    pub builders: Vec<String>,
+    /// Whether `grove add` may read the local Nix store (false on hosts without Nix).
+    pub use_local_nix_daemon: bool,
+    /// The ssh identity for builders and `ssh://` Git remotes.
+    pub ssh_private_key_path: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -79,8 +94,23 @@ impl Default for StoreConfig {
             upstreams: Vec::new(),
             negative_ttl_s: 60,
             remote_timeout_s: 30,
+            builders: Vec::new(),
+            use_local_nix_daemon: true,
+            ssh_private_key_path: None,
         }
     }
+}
+
+impl StoreConfig {
+    /// The ssh identity, if one is set.
+    pub fn ssh_key_path(&self) -> Option<PathBuf> {
+        set_path(&self.ssh_private_key_path)
+    }
+}
+
+/// A configured path, unless it is Gachix's `no-default` placeholder.
+fn set_path(path: &Option<PathBuf>) -> Option<PathBuf> {
+    path.clone().filter(|p| p.as_os_str() != NO_DEFAULT)
 }
 
 /// One `store.upstreams` entry: a Nix binary cache.
@@ -111,7 +141,7 @@ pub struct ServerConfig {
     /// `Priority` in `/nix-cache-info` (lower is preferred by Nix).
     pub priority: u32,
     /// How served NARs are compressed: `none` (default), `zstd` or `xz`.
-    pub compression: crate::readpath::Compression,
+    pub compression: Compression,
     /// Token clients must present to read (HTTP Basic password or Bearer); reads are public
     /// without one.
     pub read_token: Option<String>,
@@ -155,7 +185,7 @@ impl ServerConfig {
 
 fn token(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
     match (inline, file) {
-        (Some(t), _) => Ok(Some(t.clone())),
+        (Some(t), _) => Ok(Some(t.clone()).filter(|t| !t.is_empty())),
         (None, Some(f)) => {
             let t = std::fs::read_to_string(f).map_err(|e| ConfigError::Read(f.clone(), e))?;
             Ok(Some(t.trim().to_string()).filter(|t| !t.is_empty()))
@@ -183,16 +213,13 @@ impl Config {
     pub fn store_path(&self, override_path: Option<&Path>) -> PathBuf {
         override_path
             .map(Path::to_path_buf)
-            .or_else(|| self.store.path.clone())
+            .or_else(|| set_path(&self.store.path))
             .unwrap_or_else(default_store_path)
     }
 
     /// The secret key path for a store at `store`.
     pub fn key_path(&self, store: &Path) -> PathBuf {
-        self.store
-            .sign_private_key_path
-            .clone()
-            .unwrap_or_else(|| store.join("grove.key"))
+        set_path(&self.store.sign_private_key_path).unwrap_or_else(|| store.join("grove.key"))
     }
 
     /// The name for a newly generated key.
@@ -244,6 +271,55 @@ mod tests {
         assert_eq!(c.store.upstreams[1].timeout_s, 10);
         assert_eq!(c.store.negative_ttl_s, 60);
         assert!(Config::parse("store:\n  upstreams:\n    - { url: x, trusted_public_keys: [], bogus: 1 }\n").is_err());
+    }
+
+    /// The configuration block of Gachix's README, verbatim.
+    const GACHIX_README: &str = "# possible values: trace, debug, info, warning, error
+log_level: info
+store:
+  # The path of the Git repository where all packages will be stored
+  path: ./cache
+  # The set of Nix daemons to contact when adding packages
+  builders: []
+  # The set of Gachix peers (other Git replicas) to contact when adding packages
+  remotes: []
+  # The path to the private ssh key used for authenticating against builders and remotes
+  ssh_private_key_path: no-default
+  # Whether to use the Nix daemon on the machine where Gachix is run
+  # Should be set to false if Gachix is run on a non Nix system
+  use_local_nix_daemon: true
+  # The path to the private key generated by `nix-store --generate-binary-cache-key`
+  sign_private_key_path: no-default
+
+server:
+  # The ip address under which Gachix should listen
+  host: localhost
+  # The port under which Gachix should listen
+  port: 8080
+";
+
+    #[test]
+    fn loads_gachix_readme_config() {
+        let c = Config::parse(GACHIX_README).unwrap();
+        assert_eq!(c.store_path(None), PathBuf::from("./cache"));
+        assert_eq!(c.key_path(Path::new("./cache")), PathBuf::from("./cache/grove.key"));
+        assert_eq!(c.store.ssh_key_path(), None);
+        assert!(c.store.use_local_nix_daemon && c.store.builders.is_empty() && c.store.remotes.is_empty());
+        assert_eq!((c.server.host.as_str(), c.server.port), ("localhost", 8080));
+        let c = Config::parse(
+            "store:\n  builders: [ \"ssh://client\" ]\n  use_local_nix_daemon: false\n  ssh_private_key_path: /k\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.builders, vec!["ssh://client"]);
+        assert!(!c.store.use_local_nix_daemon);
+        assert_eq!(c.store.ssh_key_path(), Some(PathBuf::from("/k")));
+    }
+
+    #[test]
+    fn empty_tokens_are_no_tokens() {
+        let c = Config::parse("server:\n  write_token: \"\"\n  read_token: r\n").unwrap();
+        assert_eq!(c.server.write_token().unwrap(), None);
+        assert_eq!(c.server.read_token().unwrap().as_deref(), Some("r"));
     }
 
     #[test]

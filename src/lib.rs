@@ -1,23 +1,17 @@
 //! Grove: a Nix binary cache whose store is a Git repository.
 //!
-//! Data flows one way: a request (CLI, HTTP, FUSE) goes through the read path in [`store`] to Git.
+//! Layers, each using only those below it:
+//! front ends ([`serve`], [`mount`], [`cli`]) → [`read`] (the one read path) → [`peers`]
+//! (read-through and replication) → [`store`] (the Git store, the only module that names git2)
+//! → [`nix`] (pure formats). [`sources`] (the local Nix, `file://` caches, builders) feed the
+//! store for the CLI; [`config`] depends on nothing but [`nix`].
 
 pub mod cli;
 pub mod config;
-pub mod export;
-pub mod filecache;
-pub mod fuse;
-pub mod hash;
-pub mod http;
-pub mod layout;
-pub mod listing;
-pub mod localnix;
-pub mod nar;
-pub mod narinfo;
+pub mod mount;
+pub mod nix;
 pub mod peers;
-pub mod readpath;
-pub mod replicate;
-pub mod signing;
+pub mod read;
+pub mod serve;
+pub mod sources;
 pub mod store;
-pub mod store_path;
-pub mod upstream;

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::*;
-use grove::hash::NarHash;
-use grove::narinfo::NarInfo;
-use grove::signing::PublicKey;
+use grove::nix::hash::NarHash;
+use grove::nix::narinfo::NarInfo;
+use grove::nix::signing::PublicKey;
 
 const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
 const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
@@ -216,7 +216,7 @@ fn bad_export_streams_change_nothing() {
     // Malformed NARs: unsorted entries, a name with '/', '..', wrong magic.
     let dir_nar = |names: &[&[u8]]| {
         let mut buf = Vec::new();
-        let mut enc = grove::nar::Encoder::new(&mut buf).unwrap();
+        let mut enc = grove::nix::nar::Encoder::new(&mut buf).unwrap();
         enc.dir_start().unwrap();
         for n in names {
             enc.entry_start(n).unwrap();

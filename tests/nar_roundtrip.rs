@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Write};
 
 use common::*;
-use grove::nar;
-use grove::narinfo::PathInfo;
+use grove::nix::nar;
+use grove::nix::narinfo::PathInfo;
+use grove::nix::store_path::StorePath;
+use grove::sources::localnix;
 use grove::store::Store;
-use grove::store_path::StorePath;
 use proptest::prelude::*;
 
 fn info_for(nar: &[u8], name: &str) -> PathInfo {
@@ -47,7 +48,7 @@ proptest! {
         let root = dir.path().join("root");
         write_tree(&root, &t);
         let mut ours = Vec::new();
-        nar::dump_path(&root, &mut ours).unwrap();
+        localnix::dump_path(&root, &mut ours).unwrap();
         prop_assert!(ours == nix_dump(&root), "dump_path differs from nix-store --dump");
 
         let store = Store::init(&dir.path().join("repo")).unwrap();
@@ -128,7 +129,7 @@ fn hundred_megabyte_file() {
     write_noise(&mut f, 100_000_000, 42);
     f.flush().unwrap();
     drop(f);
-    let (nar_hash, nar_size) = nar::hash_path(&big).unwrap();
+    let (nar_hash, nar_size) = localnix::hash_path(&big).unwrap();
     let store = Store::init(&dir.path().join("repo")).unwrap();
     let info = PathInfo {
         nar_hash,
@@ -139,7 +140,7 @@ fn hundred_megabyte_file() {
     let mut imp = store.importer();
     std::thread::scope(|s| {
         let big = &big;
-        s.spawn(move || nar::dump_path(big, BufWriter::new(writer)).unwrap());
+        s.spawn(move || localnix::dump_path(big, BufWriter::new(writer)).unwrap());
         imp.add(&info, &mut BufReader::new(reader)).unwrap();
     });
     imp.commit().unwrap();

@@ -9,19 +9,20 @@ use std::sync::Arc;
 
 use common::*;
 use grove::config::{StoreConfig, UpstreamConfig};
+use grove::nix::compression::Compression;
+use grove::nix::signing::SecretKey;
+use grove::nix::store_path::StoreHash;
+use grove::peers::git::GitRemote;
 use grove::peers::Peers;
-use grove::readpath::{Compression, ReadPath};
-use grove::replicate::GitRemote;
-use grove::signing::SecretKey;
+use grove::read::ReadPath;
 use grove::store::Store;
-use grove::store_path::StoreHash;
 
 const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
 const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
 const ABSENT: &str = "cccccccccccccccccccccccccccccccc";
 
 fn hash(p: &str) -> StoreHash {
-    Store::parse_spec(p).unwrap()
+    grove::nix::store_path::parse_spec(p).unwrap()
 }
 
 /// A store holding A (a file) and B (a file referring to A); `deriver` varies A's metadata, so
@@ -33,7 +34,7 @@ fn store_with_a_b(dir: &Path, deriver: &str) -> Store {
     export_item(&mut stream, &file_nar(b"contents of b"), B, &[A], "");
     export_end(&mut stream);
     let mut importer = store.importer();
-    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    grove::store::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
     importer.commit().unwrap();
     store
 }
@@ -47,12 +48,19 @@ fn sync_adopts_new_paths_and_keeps_conflicting_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let source = store_with_a_b(&tmp.path().join("source"), "");
     let empty = Store::init(&tmp.path().join("empty")).unwrap();
-    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None);
+    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None, None);
     let adopted = remote.sync(&empty).unwrap();
     assert_eq!(adopted.added.len(), 2);
     assert_eq!(commit_of(&empty, B), commit_of(&source, B));
     // No quarantine refs remain.
-    assert_eq!(empty.repo().references_glob("refs/grove/*").unwrap().count(), 0);
+    assert_eq!(
+        git2::Repository::open_bare(tmp.path().join("empty"))
+            .unwrap()
+            .references_glob("refs/grove/*")
+            .unwrap()
+            .count(),
+        0
+    );
     let again = remote.sync(&empty).unwrap();
     assert!(again.added.is_empty() && again.conflicts.is_empty());
 
@@ -68,7 +76,7 @@ fn sync_adopts_new_paths_and_keeps_conflicting_ones() {
     );
     export_end(&mut stream);
     let mut importer = other.importer();
-    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    grove::store::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
     importer.commit().unwrap();
     let own_a = commit_of(&other, A).unwrap();
     assert_ne!(Some(own_a), commit_of(&source, A));
@@ -85,11 +93,12 @@ fn push_creates_missing_refs_only() {
     let source = store_with_a_b(&tmp.path().join("source"), "");
     let target_dir = tmp.path().join("target");
     let target = store_with_a_b(&target_dir, "/nix/store/dddddddddddddddddddddddddddddddd-a.drv");
-    let mut refs = target.repo().find_reference(&format!("refs/nix/{}", hash(B))).unwrap();
+    let target_repo = git2::Repository::open_bare(&target_dir).unwrap();
+    let mut refs = target_repo.find_reference(&format!("refs/nix/{}", hash(B))).unwrap();
     refs.delete().unwrap();
     let before_a = commit_of(&target, A);
     let closure = source.closure(&[source.get(&hash(B)).unwrap().unwrap()]).unwrap();
-    let pushed = GitRemote::new(target_dir.to_str().unwrap(), None)
+    let pushed = GitRemote::new(target_dir.to_str().unwrap(), None, None)
         .push(&source, &closure)
         .unwrap();
     assert_eq!(pushed.pushed.len(), 1);
@@ -103,7 +112,7 @@ fn a_lazy_git_fetch_of_a_corrupt_path_stores_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let source = store_with_a_b(&tmp.path().join("source"), "");
     // Rewrite B's commit so that its narinfo claims another NarHash (same parents).
-    let repo = source.repo();
+    let repo = git2::Repository::open_bare(tmp.path().join("source")).unwrap();
     let entry = source.get(&hash(B)).unwrap().unwrap();
     let commit = repo.find_commit(entry.commit).unwrap();
     let tree = commit.tree().unwrap();
@@ -131,7 +140,7 @@ fn a_lazy_git_fetch_of_a_corrupt_path_stores_nothing() {
         .unwrap();
 
     let empty = Store::init(&tmp.path().join("empty")).unwrap();
-    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None);
+    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None, None);
     let err = remote.fetch_path(&empty, &hash(B)).unwrap_err();
     assert!(err.to_string().contains("NAR hash mismatch"), "{err}");
     assert_eq!(empty.list().unwrap().len(), 0, "nothing, not even A, is adopted");
@@ -158,12 +167,12 @@ fn serve(store: &Path) -> (String, String) {
     let read = ReadPath::open(store, Some(key), Compression::None).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let options = grove::http::Options {
+        let options = grove::serve::Options {
             priority: 40,
             read_token: None,
             write_token: None,
         };
-        grove::http::run(read, options, "127.0.0.1:0", |addr| tx.send(addr).unwrap()).unwrap();
+        grove::serve::run(read, options, "127.0.0.1:0", |addr| tx.send(addr).unwrap()).unwrap();
     });
     (format!("http://{}", rx.recv().unwrap()), public)
 }
@@ -307,7 +316,7 @@ fn one_bad_nar_in_a_closure_stores_nothing_of_it() {
     export_item(&mut stream, &file_nar(b"contents of top"), T, &[A, B], "");
     export_end(&mut stream);
     let mut importer = store.importer();
-    grove::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
+    grove::store::export::read(&mut importer, &mut stream.as_slice(), |_| {}).unwrap();
     importer.commit().unwrap();
     // A static copy of what the source serves, with one byte of B's NAR flipped.
     let (url, key) = serve(&source_dir);

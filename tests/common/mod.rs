@@ -109,7 +109,7 @@ pub fn export_end(out: &mut Vec<u8>) {
 /// A NAR of a single regular file.
 pub fn file_nar(contents: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
-    let mut enc = grove::nar::Encoder::new(&mut buf).unwrap();
+    let mut enc = grove::nix::nar::Encoder::new(&mut buf).unwrap();
     enc.file(false, contents.len() as u64, &mut &contents[..]).unwrap();
     buf
 }

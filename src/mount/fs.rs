@@ -1,0 +1,423 @@
+//! The file system `grove mount` serves: the store as a read-only Nix-store-like tree, served
+//! from the read path.
+//!
+//! ```text
+//! DIR/<hash>-<name>/…        every store path: directories, files (0444, 0555 if executable),
+//!                            symlinks; a path that is a single file or symlink is that file
+//! DIR/.nar/<hash>.nar        the path's NAR, read at any offset without building it whole
+//! DIR/.narinfo/<hash>.narinfo  the narinfo HTTP serves, signed
+//! ```
+//! Store paths never change, so attributes and entries are cached by the kernel for an hour and
+//! file pages are kept across opens. The root is listed anew on every `readdir`, so paths added
+//! after mounting appear; a lookup of a name that is not (yet) there is not cached.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use parking_lot::Mutex;
+
+use crate::nix::store_path::{StoreHash, StorePath};
+use crate::read::ReadPath;
+use crate::store::{Entry, Kind, ObjectId, Root, StoreError};
+
+/// How long the kernel may cache what never changes: attributes and entries inside store paths.
+const TTL: Duration = Duration::from_secs(3600);
+/// How long the kernel may cache the attributes of the three top directories, which grow.
+const DIR_TTL: Duration = Duration::from_secs(1);
+
+const ROOT: u64 = 1;
+const NAR_DIR: u64 = 2;
+const NARINFO_DIR: u64 = 3;
+
+#[derive(Clone)]
+enum Node {
+    Root,
+    NarDir,
+    NarinfoDir,
+    /// Something inside a store path (or its top); `size` for files and symlinks.
+    Git {
+        root: Root,
+        size: u64,
+    },
+    /// A virtual NAR.
+    Nar {
+        hash: StoreHash,
+        size: u64,
+    },
+    /// A signed narinfo.
+    Narinfo {
+        text: Bytes,
+    },
+}
+
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
+    next: u64,
+}
+
+enum Handle {
+    File(Bytes),
+    Nar(Box<Entry>, Arc<Mutex<Option<(ObjectId, Bytes)>>>),
+}
+
+/// The file system.
+pub struct GroveFs {
+    read: Arc<ReadPath>,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn eio(e: StoreError) -> Errno {
+    tracing::error!("mount: {e}");
+    Errno::EIO
+}
+
+impl GroveFs {
+    /// A file system over `read`.
+    pub fn new(read: Arc<ReadPath>) -> Self {
+        let nodes = HashMap::from([
+            (ROOT, Node::Root),
+            (NAR_DIR, Node::NarDir),
+            (NARINFO_DIR, Node::NarinfoDir),
+        ]);
+        let by_name = HashMap::from([
+            ((ROOT, b".nar".to_vec()), NAR_DIR),
+            ((ROOT, b".narinfo".to_vec()), NARINFO_DIR),
+        ]);
+        GroveFs {
+            read,
+            inodes: Mutex::new(Inodes {
+                nodes,
+                by_name,
+                next: NARINFO_DIR + 1,
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        self.inodes.lock().nodes.get(&ino).cloned()
+    }
+
+    /// The inode of `name` in `parent`: the same number every time within this mount.
+    fn intern(&self, parent: u64, name: &[u8], node: Node) -> u64 {
+        let mut inodes = self.inodes.lock();
+        if let Some(&ino) = inodes.by_name.get(&(parent, name.to_vec())) {
+            return ino;
+        }
+        let ino = inodes.next;
+        inodes.next += 1;
+        inodes.nodes.insert(ino, node);
+        inodes.by_name.insert((parent, name.to_vec()), ino);
+        ino
+    }
+
+    fn git_node(&self, root: Root) -> Result<Node, StoreError> {
+        let size = match root.kind {
+            Kind::Directory => 0,
+            _ => self.read.blob_size(root.oid)?,
+        };
+        Ok(Node::Git { root, size })
+    }
+
+    fn store_entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
+        self.read.entry(hash)
+    }
+
+    /// Resolves `name` in the directory `parent`.
+    fn resolve(&self, parent: &Node, name: &[u8]) -> Result<Option<Node>, StoreError> {
+        let text = std::str::from_utf8(name).ok();
+        match parent {
+            Node::Root => {
+                let Some(path) = text.and_then(|t| StorePath::from_base_name(t).ok()) else {
+                    return Ok(None);
+                };
+                match self.store_entry(&path.hash())? {
+                    Some(e) if e.info.path == path => Ok(Some(self.git_node(e.root)?)),
+                    _ => Ok(None),
+                }
+            }
+            Node::NarDir => {
+                let Some(hash) = text.and_then(|t| t.strip_suffix(".nar")).and_then(|h| h.parse().ok()) else {
+                    return Ok(None);
+                };
+                Ok(self.store_entry(&hash)?.map(|e| Node::Nar {
+                    hash,
+                    size: e.info.nar_size,
+                }))
+            }
+            Node::NarinfoDir => {
+                let Some(hash) = text
+                    .and_then(|t| t.strip_suffix(".narinfo"))
+                    .and_then(|h| h.parse().ok())
+                else {
+                    return Ok(None);
+                };
+                Ok(self.read.narinfo_text(&hash)?.map(|text| Node::Narinfo { text }))
+            }
+            Node::Git { root, .. } if root.kind == Kind::Directory => match self.read.child(root, name)? {
+                Some(child) => Ok(Some(self.git_node(child)?)),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let (kind, perm, size) = match node {
+            Node::Root | Node::NarDir | Node::NarinfoDir => (FileType::Directory, 0o555, 0),
+            Node::Git { root, size } => match root.kind {
+                Kind::Directory => (FileType::Directory, 0o555, 0),
+                Kind::Symlink => (FileType::Symlink, 0o777, *size),
+                Kind::Executable => (FileType::RegularFile, 0o555, *size),
+                Kind::Regular => (FileType::RegularFile, 0o444, *size),
+            },
+            Node::Nar { size, .. } => (FileType::RegularFile, 0o444, *size),
+            Node::Narinfo { text } => (FileType::RegularFile, 0o444, text.len() as u64),
+        };
+        let time = UNIX_EPOCH + Duration::from_secs(1);
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn ttl(ino: u64) -> Duration {
+        if ino <= NARINFO_DIR {
+            DIR_TTL
+        } else {
+            TTL
+        }
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    fn list(&self, ino: u64, node: &Node) -> Result<Vec<(u64, FileType, Vec<u8>)>, StoreError> {
+        let mut out = vec![
+            (ino, FileType::Directory, b".".to_vec()),
+            (ROOT, FileType::Directory, b"..".to_vec()),
+        ];
+        let kind_of = |n: &Node| self.attr(0, n).kind;
+        match node {
+            Node::Root => {
+                out.push((NAR_DIR, FileType::Directory, b".nar".to_vec()));
+                out.push((NARINFO_DIR, FileType::Directory, b".narinfo".to_vec()));
+                for path in self.read.list()? {
+                    let name = path.base_name().into_bytes();
+                    if let Some(n) = self.resolve(node, &name)? {
+                        out.push((self.intern(ROOT, &name, n.clone()), kind_of(&n), name));
+                    }
+                }
+            }
+            Node::NarDir | Node::NarinfoDir => {
+                let ext = if matches!(node, Node::NarDir) { "nar" } else { "narinfo" };
+                for path in self.read.list()? {
+                    let name = format!("{}.{ext}", path.hash()).into_bytes();
+                    if let Some(n) = self.resolve(node, &name)? {
+                        out.push((self.intern(ino, &name, n), FileType::RegularFile, name));
+                    }
+                }
+            }
+            Node::Git { root, .. } => {
+                for (name, child) in self.read.children(root)? {
+                    let n = self.git_node(child)?;
+                    out.push((self.intern(ino, &name, n.clone()), kind_of(&n), name));
+                }
+            }
+            Node::Nar { .. } | Node::Narinfo { .. } => {}
+        }
+        Ok(out)
+    }
+
+    fn handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        FileHandle(fh)
+    }
+}
+
+impl Filesystem for GroveFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Symlink targets never change: let the kernel cache them (ignored by kernels without it).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes();
+        let Some(pnode) = self.node(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if parent.0 == ROOT && (name == b".nar" || name == b".narinfo") {
+            let ino = if name == b".nar" { NAR_DIR } else { NARINFO_DIR };
+            let node = if ino == NAR_DIR { Node::NarDir } else { Node::NarinfoDir };
+            return reply.entry(&DIR_TTL, &self.attr(ino, &node), Generation(0));
+        }
+        match self.resolve(&pnode, name) {
+            Ok(Some(node)) => {
+                let ino = self.intern(parent.0, name, node.clone());
+                reply.entry(&TTL, &self.attr(ino, &node), Generation(0));
+            }
+            Ok(None) => reply.error(Errno::ENOENT),
+            Err(e) => reply.error(eio(e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino.0) {
+            Some(node) => reply.attr(&Self::ttl(ino.0), &self.attr(ino.0, &node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino.0) {
+            Some(Node::Git { root, .. }) if root.kind == Kind::Symlink => match self.read.blob(root.oid) {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(eio(e)),
+            },
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let handle = match self.node(ino.0) {
+            Some(Node::Git { root, .. }) if matches!(root.kind, Kind::Regular | Kind::Executable) => {
+                match self.read.blob(root.oid) {
+                    Ok(b) => Handle::File(b),
+                    Err(e) => return reply.error(eio(e)),
+                }
+            }
+            Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
+                Ok(Some(e)) => Handle::Nar(Box::new(e), Arc::default()),
+                Ok(None) => return reply.error(Errno::ENOENT),
+                Err(e) => return reply.error(eio(e)),
+            },
+            Some(Node::Narinfo { text }) => Handle::File(text),
+            Some(_) => return reply.error(Errno::EISDIR),
+            None => return reply.error(Errno::ENOENT),
+        };
+        reply.opened(self.handle(handle), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let handles = self.handles.lock();
+        match handles.get(&fh.0) {
+            Some(Handle::File(bytes)) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                reply.data(&bytes[start..end]);
+            }
+            Some(Handle::Nar(entry, pinned)) => {
+                let (entry, pinned) = (entry.as_ref().clone(), pinned.clone());
+                drop(handles);
+                let mut pinned = pinned.lock();
+                match self.read.read_nar_at(&entry, offset, size as u64, &mut pinned) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(eio(e)),
+                }
+            }
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: fuser::ReplyEmpty) {
+        // Nothing to flush in a read-only store; ENOSYS makes the kernel stop asking.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directories inside store paths never change: let the kernel keep their listings.
+        // The three top directories grow, so they are listed anew each time.
+        let flags = if ino.0 > NARINFO_DIR {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(0), flags);
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if !matches!(node, Node::Root | Node::NarDir | Node::NarinfoDir)
+            && !matches!(&node, Node::Git { root, .. } if root.kind == Kind::Directory)
+        {
+            return reply.error(Errno::ENOTDIR);
+        }
+        match self.list(ino.0, &node) {
+            Ok(entries) => {
+                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(eio(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+}
+
+impl std::fmt::Debug for GroveFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroveFs").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,205 @@
+//! Replication between Grove repositories with the real `git` (any URL Git speaks: a path,
+//! `file://`, `ssh://`, smart HTTP).
+//!
+//! Fetches land in a quarantine namespace (`refs/grove/incoming/…`), never in `refs/nix/`
+//! directly: each new path is read back, its references checked against its parents and its
+//! NAR re-hashed against its NarHash, and only then are the `refs/nix/<hash>` refs created, in
+//! one transaction. A ref that exists locally with another commit is never overwritten: the
+//! mismatch is reported and skipped. Pushes are never forced for the same reason.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::nix::store_path::{StoreHash, StorePath};
+use crate::store::adopt::{Adopted, INCOMING};
+use crate::store::{Entry, ObjectId, Store, REF_PREFIX};
+
+use super::error::PeerError;
+
+/// How many refspecs one `git push` gets.
+const PUSH_BATCH: usize = 1000;
+
+/// A Git peer.
+pub struct GitRemote {
+    url: String,
+    timeout: Option<Duration>,
+    ssh_key: Option<PathBuf>,
+}
+
+/// What a push did.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    /// Paths the peer did not have and now has.
+    pub pushed: Vec<StorePath>,
+    /// Paths the peer had with the same commit.
+    pub present: usize,
+    /// Paths the peer has with another commit (left as they are): path, local, peer commit.
+    pub conflicts: Vec<(StorePath, ObjectId, ObjectId)>,
+}
+
+impl GitRemote {
+    /// A peer at `url`; `timeout` bounds lazy fetches (replication runs without one);
+    /// `ssh_key` (`store.ssh_private_key_path`) is the identity for `ssh://` URLs.
+    pub fn new(url: &str, timeout: Option<Duration>, ssh_key: Option<PathBuf>) -> Self {
+        GitRemote {
+            url: url.to_string(),
+            timeout,
+            ssh_key,
+        }
+    }
+
+    /// The peer's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Fetches one path with its closure. `Ok(None)` if the peer does not have it.
+    pub fn fetch_path(&self, store: &Store, hash: &StoreHash) -> Result<Option<Adopted>, PeerError> {
+        let ns = incoming_namespace();
+        match self.fetch_into(store, &format!("+{REF_PREFIX}{hash}:{ns}/{hash}")) {
+            Ok(()) => Ok(Some(store.adopt_namespace(&ns, true)?)),
+            Err(PeerError::Git(_, msg)) if msg.contains("couldn't find remote ref") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches every path the peer has.
+    pub fn sync(&self, store: &Store) -> Result<Adopted, PeerError> {
+        let ns = incoming_namespace();
+        self.fetch_into(store, &format!("+{REF_PREFIX}*:{ns}/*"))?;
+        Ok(store.adopt_namespace(&ns, false)?)
+    }
+
+    /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything.
+    pub fn push(&self, store: &Store, entries: &[Entry]) -> Result<Pushed, PeerError> {
+        let listing = self.git(
+            store.path(),
+            &["ls-remote", "--refs", "--", &self.url, &format!("{REF_PREFIX}*")],
+        )?;
+        let mut remote: BTreeMap<String, ObjectId> = BTreeMap::new();
+        for line in listing.lines() {
+            if let Some((oid, name)) = line.split_once('\t') {
+                if let Ok(oid) = ObjectId::from_str(oid) {
+                    remote.insert(name.to_string(), oid);
+                }
+            }
+        }
+        let mut report = Pushed::default();
+        let mut specs = Vec::new();
+        for e in entries {
+            let name = format!("{REF_PREFIX}{}", e.info.path.hash());
+            match remote.get(&name) {
+                None => {
+                    specs.push(format!("{}:{name}", e.commit));
+                    report.pushed.push(e.info.path.clone());
+                }
+                Some(oid) if *oid == e.commit => report.present += 1,
+                Some(oid) => report.conflicts.push((e.info.path.clone(), e.commit, *oid)),
+            }
+        }
+        for batch in specs.chunks(PUSH_BATCH) {
+            let mut args = vec!["push", "--quiet", "--no-verify", "--", &self.url];
+            args.extend(batch.iter().map(String::as_str));
+            self.git(store.path(), &args)?;
+        }
+        Ok(report)
+    }
+
+    /// Fetches `refspec` from the peer (objects checked by `fetch.fsckObjects`).
+    fn fetch_into(&self, store: &Store, refspec: &str) -> Result<(), PeerError> {
+        let args = [
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--",
+            &self.url,
+            refspec,
+        ];
+        self.git(store.path(), &args).map(drop)
+    }
+
+    /// Runs git in the store; returns its standard output, or its standard error as the error.
+    fn git(&self, dir: &Path, args: &[&str]) -> Result<String, PeerError> {
+        let mut cmd = Command::new("git");
+        if let Some(key) = &self.ssh_key {
+            // Git runs ssh through the shell: quote the path for it.
+            let quoted = key.display().to_string().replace('\'', "'\\''");
+            cmd.env(
+                "GIT_SSH_COMMAND",
+                format!("ssh -i '{quoted}' -o IdentitiesOnly=yes -o BatchMode=yes"),
+            );
+        }
+        let mut child = cmd
+            .arg("--git-dir")
+            .arg(dir)
+            .args([
+                "-c",
+                "fetch.fsckObjects=true",
+                "-c",
+                "core.askPass=",
+                "-c",
+                "credential.interactive=never",
+            ])
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| PeerError::Git(self.url.clone(), format!("cannot run git: {e}")))?;
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(PeerError::Git(self.url.clone(), "git has no pipes".into()));
+        };
+        let out_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| PeerError::Git(self.url.clone(), e.to_string()))?
+            {
+                break status;
+            }
+            if self.timeout.is_some_and(|t| start.elapsed() > t) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(PeerError::Timeout(self.url.clone(), self.timeout.unwrap_or_default()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let out = out_reader.join().unwrap_or_default();
+        let err = err_reader.join().unwrap_or_default();
+        if !status.success() {
+            let msg = err
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(PeerError::Git(self.url.clone(), msg));
+        }
+        Ok(out)
+    }
+}
+
+/// A fresh quarantine namespace for one fetch.
+fn incoming_namespace() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{INCOMING}/{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

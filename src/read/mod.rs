@@ -1,0 +1,305 @@
+//! The one read path: every front end (HTTP, FUSE, CLI) resolves store paths, narinfo, NARs,
+//! NAR byte ranges, listings and directory entries here, on pooled Git handles, with
+//! read-through from the peers.
+//!
+//! Store paths never change once added, so what is derived from them (signed narinfo, NAR
+//! layouts, whole NARs, blobs) is kept in bounded LRU caches; a path added later is simply not
+//! cached yet.
+
+mod byte_lru;
+
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::nix::cache_file::NarFile;
+use crate::nix::compression::Compression;
+use crate::nix::export;
+use crate::nix::listing::NarListing;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signing::SecretKey;
+use crate::nix::store_path::{parse_spec, StoreHash, StorePath};
+use crate::peers::Peers;
+use crate::store::layout::NarLayout;
+use crate::store::{Entry, ObjectId, Root, Store, StoreError};
+use byte_lru::ByteLru;
+
+/// How many signed narinfo texts are kept.
+const NARINFO_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::MIN.saturating_add(65_535);
+/// How many NAR layouts are kept.
+const LAYOUT_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::MIN.saturating_add(4095);
+
+/// Default memory for blob contents read through [`ReadPath::blob`].
+pub const DEFAULT_BLOB_CACHE: usize = 256 << 20;
+
+/// Shared, thread-safe access to one store.
+pub struct ReadPath {
+    path: PathBuf,
+    handles: Mutex<Vec<Store>>,
+    key: Option<SecretKey>,
+    compression: Compression,
+    narinfos: Mutex<LruCache<StoreHash, Bytes>>,
+    layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
+    nars: Mutex<ByteLru<StoreHash>>,
+    blobs: Mutex<ByteLru<ObjectId>>,
+    peers: Option<Arc<Peers>>,
+}
+
+impl ReadPath {
+    /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
+    pub fn open(path: &Path, key: Option<SecretKey>, compression: Compression) -> Result<Self, StoreError> {
+        let first = Store::open(path)?;
+        Ok(ReadPath {
+            path: path.to_path_buf(),
+            handles: Mutex::new(vec![first]),
+            key,
+            compression,
+            narinfos: Mutex::new(LruCache::new(NARINFO_CACHE_ENTRIES)),
+            layouts: Mutex::new(LruCache::new(LAYOUT_CACHE_ENTRIES)),
+            nars: Mutex::new(ByteLru::new(0)),
+            blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
+            peers: None,
+        })
+    }
+
+    /// Keeps up to `bytes` of whole NARs in memory (0, the default, keeps none).
+    pub fn with_nar_cache(self, bytes: usize) -> Self {
+        self.nars.lock().set_budget(bytes);
+        self
+    }
+
+    /// Fetches paths the store lacks from `peers` (unless there are none).
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.peers = (!peers.is_empty()).then_some(peers);
+        self
+    }
+
+    /// The peers missing paths are fetched from, if any.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
+    }
+
+    /// The store's repository directory.
+    pub fn store_dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// The signing key, if the store has one.
+    pub fn key(&self) -> Option<&SecretKey> {
+        self.key.as_ref()
+    }
+
+    /// The compression narinfo advertises and NARs are served in.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Runs `f` on a Git handle from the pool (opening one only when all are busy); writers
+    /// such as uploads use it too.
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let store = self.handles.lock().pop();
+        let store = match store {
+            Some(s) => s,
+            None => Store::open(&self.path)?,
+        };
+        let result = f(&store);
+        self.handles.lock().push(store);
+        result
+    }
+
+    /// Every store path in the store, sorted by hash.
+    pub fn list(&self) -> Result<Vec<StorePath>, StoreError> {
+        self.with_store(|s| s.list())
+    }
+
+    /// Looks a path up; one the store lacks is fetched from the peers (blocking until then).
+    pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
+        self.entry_via(hash, "")
+    }
+
+    /// [`ReadPath::entry`] for a request that passed through the Groves in `via` (the
+    /// [`crate::peers::VIA_HEADER`] value): a request that came from this Grove is answered
+    /// from the store alone.
+    pub fn entry_via(&self, hash: &StoreHash, via: &str) -> Result<Option<Entry>, StoreError> {
+        if let Some(entry) = self.with_store(|s| s.get(hash))? {
+            return Ok(Some(entry));
+        }
+        match &self.peers {
+            Some(peers) if peers.fetch(hash, via) => self.with_store(|s| s.get(hash)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path a store path, base name or hash part names; one the store lacks is an error.
+    pub fn resolve(&self, spec: &str) -> Result<Entry, StoreError> {
+        let hash = parse_spec(spec)?;
+        self.entry(&hash)?.ok_or_else(|| StoreError::Unknown(spec.to_string()))
+    }
+
+    /// The closure of `roots`, references first.
+    pub fn closure(&self, roots: &[Entry]) -> Result<Vec<Entry>, StoreError> {
+        self.with_store(|s| s.closure(roots))
+    }
+
+    /// The signed narinfo of an entry, as this cache serves it.
+    pub fn narinfo_of(&self, entry: Entry) -> NarInfo {
+        narinfo_for(entry, self.key.as_ref(), self.compression)
+    }
+
+    /// The rendered signed narinfo if it is cached (no Git access).
+    pub fn cached_narinfo_text(&self, hash: &StoreHash) -> Option<Bytes> {
+        self.narinfos.lock().get(hash).cloned()
+    }
+
+    /// The rendered signed narinfo, from the cache or from Git.
+    pub fn narinfo_text(&self, hash: &StoreHash) -> Result<Option<Bytes>, StoreError> {
+        self.narinfo_text_via(hash, "")
+    }
+
+    /// [`ReadPath::narinfo_text`] for a request that passed through the Groves in `via`.
+    pub fn narinfo_text_via(&self, hash: &StoreHash, via: &str) -> Result<Option<Bytes>, StoreError> {
+        if let Some(text) = self.cached_narinfo_text(hash) {
+            return Ok(Some(text));
+        }
+        let Some(entry) = self.entry_via(hash, via)? else {
+            return Ok(None);
+        };
+        let text = Bytes::from(self.narinfo_of(entry).render());
+        self.narinfos.lock().put(*hash, text.clone());
+        Ok(Some(text))
+    }
+
+    /// A path's whole NAR if it is cached.
+    pub fn cached_nar(&self, hash: &StoreHash) -> Option<Bytes> {
+        self.nars.lock().get(hash)
+    }
+
+    /// Whether a NAR of `size` bytes would be kept by [`ReadPath::remember_nar`].
+    pub fn nar_cacheable(&self, size: u64) -> bool {
+        self.nars.lock().fits(size)
+    }
+
+    /// Keeps a path's whole NAR (as synthesised by [`ReadPath::write_nar_range`]).
+    pub fn remember_nar(&self, hash: StoreHash, nar: Bytes) {
+        self.nars.lock().insert(hash, nar);
+    }
+
+    /// The NAR layout of a path (cached).
+    pub fn layout(&self, entry: &Entry) -> Result<Arc<NarLayout>, StoreError> {
+        let hash = entry.info.path.hash();
+        if let Some(l) = self.layouts.lock().get(&hash) {
+            return Ok(l.clone());
+        }
+        let layout = Arc::new(self.with_store(|s| s.nar_layout(&entry.root))?);
+        self.layouts.lock().put(hash, layout.clone());
+        Ok(layout)
+    }
+
+    /// Writes bytes `start..end` of a path's NAR to `out`, reading only the blobs they cover.
+    pub fn write_nar_range(&self, entry: &Entry, start: u64, end: u64, out: &mut dyn Write) -> Result<(), StoreError> {
+        let layout = self.layout(entry)?;
+        self.with_store(|s| s.write_nar_range(&layout, start, end, out))
+    }
+
+    /// Writes a path's whole NAR, byte for byte what `nix-store --dump` writes.
+    pub fn write_nar(&self, entry: &Entry, out: &mut dyn Write) -> Result<(), StoreError> {
+        self.write_nar_range(entry, 0, entry.info.nar_size, out)
+    }
+
+    /// Writes `entries` (references first) as a `nix-store --export` stream.
+    pub fn export(&self, entries: &[Entry], out: &mut dyn Write) -> Result<(), StoreError> {
+        for e in entries {
+            export::write_header(out)?;
+            self.write_nar(e, out)?;
+            export::write_trailer(out, &e.info)?;
+        }
+        export::write_end(out)?;
+        Ok(())
+    }
+
+    /// A blob's contents, inflated once and kept while the blob cache has room (a blob larger
+    /// than a quarter of it is read anew each time: hold on to the result).
+    pub fn blob(&self, oid: ObjectId) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.blobs.lock().get(&oid) {
+            return Ok(b);
+        }
+        let bytes = Bytes::from(self.with_store(|s| s.blob(oid))?);
+        self.blobs.lock().insert(oid, bytes.clone());
+        Ok(bytes)
+    }
+
+    /// A blob's size, from its header.
+    pub fn blob_size(&self, oid: ObjectId) -> Result<u64, StoreError> {
+        self.with_store(|s| s.blob_size(oid))
+    }
+
+    /// A directory's entries in NAR order.
+    pub fn children(&self, dir: &Root) -> Result<Vec<(Vec<u8>, Root)>, StoreError> {
+        self.with_store(|s| s.children(dir))
+    }
+
+    /// The entry `name` of a directory, if there is one.
+    pub fn child(&self, dir: &Root, name: &[u8]) -> Result<Option<Root>, StoreError> {
+        self.with_store(|s| s.child(dir, name))
+    }
+
+    /// Up to `size` bytes of a path's NAR from `offset`, with file contents from the blob cache.
+    /// `pinned` keeps the last blob read, so sequential reads through a file too large for the
+    /// cache inflate it once, not once per read.
+    pub fn read_nar_at(
+        &self,
+        entry: &Entry,
+        offset: u64,
+        size: u64,
+        pinned: &mut Option<(ObjectId, Bytes)>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let layout = self.layout(entry)?;
+        let end = offset.saturating_add(size).min(layout.size());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        if offset < end {
+            layout.copy_range(offset, end, &mut out, |oid, _, from, to, out| {
+                let bytes = match pinned {
+                    Some((pinned_oid, bytes)) if *pinned_oid == oid => bytes.clone(),
+                    _ => {
+                        let bytes = self.blob(oid)?;
+                        *pinned = Some((oid, bytes.clone()));
+                        bytes
+                    }
+                };
+                let part = bytes
+                    .get(from as usize..to as usize)
+                    .ok_or_else(|| StoreError::Corrupt(oid.to_string(), "blob shorter than its header".into()))?;
+                out.write_all(part)?;
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The `.ls` listing of a path.
+    pub fn listing(&self, entry: &Entry) -> Result<NarListing, StoreError> {
+        self.with_store(|s| s.listing(&entry.root))
+    }
+}
+
+/// The narinfo served for a path: its NAR at `nar/<hash>.nar[.ext]`, signed with `key` if given
+/// (other signatures kept).
+fn narinfo_for(entry: Entry, key: Option<&SecretKey>, compression: Compression) -> NarInfo {
+    let mut info = entry.info;
+    if let Some(key) = key {
+        info.sign(key);
+    }
+    let plain = compression == Compression::None;
+    NarInfo {
+        url: Some(NarFile::of_path(&info.path.hash(), compression).to_string()),
+        compression: Some(compression.name().into()),
+        file_hash: plain.then_some(info.nar_hash),
+        file_size: plain.then_some(info.nar_size),
+        info,
+    }
+}

@@ -1,0 +1,192 @@
+//! `grove serve`: the Nix binary-cache HTTP protocol over the read path.
+//!
+//! Routes, one file each: `/nix-cache-info` ([`cache_info`]), `/<hash>.narinfo` ([`narinfo`]),
+//! `/nar/<hash>.nar[.zst|.xz]` ([`nar`]), `/<hash>.ls` ([`listing`]), `PUT` of NARs and narinfo
+//! ([`upload`]) and the repository over Git smart HTTP under `/git/` ([`git`]). Tokens are
+//! checked in [`auth`]; refusals map to statuses in [`error`]. Git work runs on tokio's
+//! blocking pool; bodies flow through bounded channels, so memory per request does not grow
+//! with the NAR.
+
+mod auth;
+mod body;
+mod cache_info;
+pub mod error;
+mod git;
+mod listing;
+mod nar;
+mod narinfo;
+pub mod range;
+pub mod upload;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use crate::nix::cache_file::{CacheFile, CacheFileError};
+use crate::read::ReadPath;
+use body::Body;
+use error::Reject;
+
+/// What the server needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `Priority` in `/nix-cache-info`.
+    pub priority: u32,
+    /// Token required for reads, if any.
+    pub read_token: Option<String>,
+    /// Token required for uploads; without one, uploads are refused.
+    pub write_token: Option<String>,
+}
+
+/// The server's shared state.
+pub struct Server {
+    read: ReadPath,
+    options: Options,
+    uploads: upload::Pending,
+}
+
+/// Runs blocking work (Git, peers) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Reject> + Send + 'static) -> Result<T, Reject> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Reject::Internal(format!("worker failed: {e}")))?
+}
+
+/// The Groves a read-through request passed through (see [`crate::peers::VIA_HEADER`]).
+fn via<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(crate::peers::VIA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Server {
+    /// A server over `read`.
+    pub fn new(read: ReadPath, options: Options) -> Arc<Self> {
+        Arc::new(Server {
+            read,
+            options,
+            uploads: upload::Pending::default(),
+        })
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                },
+            };
+            // Responses go out as a header write and body writes; without this, Nagle's
+            // algorithm holds a small body back until the client's delayed ACK (~40 ms).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY for {peer}: {e}");
+            }
+            let server = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| server.clone().handle(req, peer));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!("connection from {peer}: {e}");
+                }
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let resp = self.route(req).await.unwrap_or_else(Reject::response);
+        tracing::debug!("{peer} {method} {path} {}", resp.status().as_u16());
+        Ok(resp)
+    }
+
+    /// The routing table: checks tokens, then hands the request to its endpoint.
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
+        let method = req.method().clone();
+        let path = req.uri().path().trim_start_matches('/').to_string();
+        if method == Method::PUT {
+            let Some(token) = self.options.write_token.as_deref() else {
+                return Err(Reject::Forbidden("uploads are disabled: set server.write_token".into()));
+            };
+            if !auth::authorized(&req, Some(token)) {
+                return Err(Reject::Unauthorized);
+            }
+            return match CacheFile::parse(&path) {
+                Ok(CacheFile::Nar(file)) => upload::put_nar(self, file, req).await,
+                Ok(CacheFile::NarInfo(hash)) => upload::put_narinfo(self, hash, req).await,
+                Err(CacheFileError::Compression(e)) => {
+                    Err(Reject::Unsupported(format!("unsupported NAR compression: {e}")))
+                }
+                Err(e @ (CacheFileError::BadHash(_) | CacheFileError::BadNarName(_))) => {
+                    Err(Reject::Bad(e.to_string()))
+                }
+                Ok(CacheFile::CacheInfo | CacheFile::Listing(_)) | Err(CacheFileError::Unknown(_)) => {
+                    Err(Reject::NotFound(format!("cannot upload to /{path}")))
+                }
+            };
+        }
+        let is_git = path == "git" || path.starts_with("git/");
+        if method != Method::GET && method != Method::HEAD && !(is_git && method == Method::POST) {
+            return Err(Reject::Method);
+        }
+        let opts = &self.options;
+        let may_read = auth::authorized(&req, opts.read_token.as_deref())
+            || opts
+                .write_token
+                .as_deref()
+                .is_some_and(|w| auth::authorized(&req, Some(w)));
+        if !may_read {
+            return Err(Reject::Unauthorized);
+        }
+        if is_git {
+            return git::serve(self, req).await;
+        }
+        match CacheFile::parse(&path) {
+            Ok(CacheFile::CacheInfo) => Ok(cache_info::get(&self, &method)),
+            Ok(CacheFile::NarInfo(hash)) => narinfo::get(self, &method, hash, &req).await,
+            Ok(CacheFile::Listing(hash)) => listing::get(self, &method, hash, &req).await,
+            Ok(CacheFile::Nar(file)) => nar::get(self, &method, file, &req).await,
+            Err(CacheFileError::BadHash(e)) => Err(Reject::Bad(format!("not a store path hash: {e}"))),
+            Err(CacheFileError::BadNarName(_) | CacheFileError::Compression(_)) => {
+                Err(Reject::NotFound(format!("no such NAR: /{path}")))
+            }
+            Err(CacheFileError::Unknown(_)) => Err(Reject::NotFound(format!("no such resource: /{path}"))),
+        }
+    }
+}
+
+/// Runs the server on `addr` until SIGINT or SIGTERM; `on_bound` is told the bound address.
+pub fn run(read: ReadPath, options: Options, addr: &str, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        on_bound(listener.local_addr()?);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            eprintln!("shutting down");
+        };
+        Server::new(read, options).serve(listener, shutdown).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,124 @@
+//! Uploads from `nix copy --to`: `PUT /nar/<file>.nar[.xz|.zst|.bz2]` is parsed into Git
+//! objects as it arrives and held as pending; `PUT /<hash>.narinfo` checks the narinfo against
+//! its NAR (FileHash/FileSize, NarHash/NarSize) and references and creates the path's ref.
+//! [`receive_nar`] and [`receive_narinfo`] are the whole upload path without HTTP.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use parking_lot::Mutex;
+
+use crate::nix::cache_file::{CacheFile, NarFile};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StoreHash;
+use crate::store::import::{check_file, NarFileContents};
+use crate::store::Store;
+
+use super::body::{self, text, Body};
+use super::error::Reject;
+use super::{blocking, Server};
+
+/// Largest narinfo accepted in an upload.
+const MAX_NARINFO: usize = 64 * 1024;
+/// Uploaded NARs whose narinfo never came are forgotten after this long.
+const PENDING_TTL: Duration = Duration::from_secs(3600);
+
+/// NARs uploaded and parsed, waiting for their narinfo.
+#[derive(Default)]
+pub struct Pending {
+    nars: Mutex<HashMap<NarFile, (NarFileContents, Instant)>>,
+}
+
+impl Pending {
+    /// Whether `file` was uploaded and waits for its narinfo.
+    pub fn contains(&self, file: &NarFile) -> bool {
+        self.nars.lock().contains_key(file)
+    }
+
+    /// Keeps a parsed NAR (and forgets those that waited too long).
+    pub fn insert(&self, file: NarFile, nar: NarFileContents) {
+        let mut nars = self.nars.lock();
+        nars.retain(|_, (_, created)| created.elapsed() < PENDING_TTL);
+        nars.insert(file, (nar, Instant::now()));
+    }
+
+    /// Takes the parsed NAR uploaded as `file`, if any.
+    pub fn take(&self, file: &NarFile) -> Option<NarFileContents> {
+        self.nars.lock().remove(file).map(|(nar, _)| nar)
+    }
+}
+
+/// Parses an uploaded NAR file into Git objects (not yet referenced).
+pub fn receive_nar(store: &Store, file: &NarFile, body: impl Read) -> Result<NarFileContents, Reject> {
+    Ok(store.importer().write_nar_file(file.compression, body, None)?)
+}
+
+/// Checks an uploaded narinfo for `hash` against the NAR it names (taken from `pending`) and
+/// adds the path. Returns whether it was new (`false`: present already).
+pub fn receive_narinfo(store: &Store, hash: StoreHash, text: &[u8], pending: &Pending) -> Result<bool, Reject> {
+    let text = std::str::from_utf8(text).map_err(|_| Reject::Bad("narinfo is not UTF-8".into()))?;
+    let ni = NarInfo::parse(text).map_err(|e| Reject::Bad(e.to_string()))?;
+    if ni.info.path.hash() != hash {
+        return Err(Reject::Bad(format!(
+            "narinfo for {} uploaded as {hash}.narinfo",
+            ni.info.path
+        )));
+    }
+    let url = ni
+        .url
+        .as_deref()
+        .ok_or_else(|| Reject::Bad("narinfo has no URL".into()))?;
+    let file = match CacheFile::parse(url) {
+        Ok(CacheFile::Nar(file)) => file,
+        _ => return Err(Reject::Bad(format!("narinfo URL '{url}' is not a NAR file"))),
+    };
+    let nar = pending.take(&file);
+    let mut importer = store.importer();
+    if importer.has(&ni.info.path)? {
+        return Ok(false);
+    }
+    let nar = nar.ok_or_else(|| Reject::Bad(format!("{url} was not uploaded before this narinfo")))?;
+    check_file(&ni, url, &nar)?;
+    importer.stage(&ni.info, nar.contents)?;
+    importer.commit()?;
+    Ok(true)
+}
+
+/// `PUT /nar/…`.
+pub async fn put_nar(server: Arc<Server>, file: NarFile, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
+    let reader = body::reader(req.into_body());
+    let me = server.clone();
+    let name = file.clone();
+    let nar = blocking(move || me.read.with_store(|s| Ok(receive_nar(s, &name, reader)))?).await?;
+    tracing::debug!("received {file} ({} bytes of NAR)", nar.contents.nar_size);
+    server.uploads.insert(file, nar);
+    Ok(text(StatusCode::OK, "stored"))
+}
+
+/// `PUT /<hash>.narinfo`.
+pub async fn put_narinfo(
+    server: Arc<Server>,
+    hash: StoreHash,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Reject> {
+    let body = http_body_util::Limited::new(req.into_body(), MAX_NARINFO)
+        .collect()
+        .await
+        .map_err(|_| Reject::TooLarge(format!("narinfo larger than {MAX_NARINFO} bytes")))?
+        .to_bytes();
+    let me = server.clone();
+    let added = blocking(move || {
+        me.read
+            .with_store(|s| Ok(receive_narinfo(s, hash, &body, &me.uploads)))?
+    })
+    .await?;
+    if added {
+        tracing::info!("uploaded {hash}");
+    }
+    Ok(text(StatusCode::OK, if added { "added" } else { "present" }))
+}

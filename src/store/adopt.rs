@@ -1,0 +1,128 @@
+//! Adopting paths a `git fetch` brought into a quarantine namespace (`refs/grove/incoming/…`):
+//! each new commit is read back, its parents checked to be exactly its references' commits and
+//! its NAR re-hashed against its NarHash; only then do the good ones get `refs/nix/<hash>`
+//! refs, through the one ref transaction. A ref that exists with another commit is never moved.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::nix::store_path::StorePath;
+
+use super::{Entry, ObjectId, Store, StoreError, REF_PREFIX};
+
+/// Where fetched refs wait until they are checked.
+pub const INCOMING: &str = "refs/grove/incoming";
+
+/// What adopting fetched paths did.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Paths that are new in the store.
+    pub added: Vec<StorePath>,
+    /// Paths the store already had, with the same commit.
+    pub present: usize,
+    /// Paths the store has with other metadata (kept as they are): path, local, peer commit.
+    pub conflicts: Vec<(StorePath, ObjectId, ObjectId)>,
+    /// Paths refused, with why (their dependents are refused too).
+    pub rejected: Vec<(StorePath, String)>,
+}
+
+impl Store {
+    /// Checks every path reachable from the refs under `ns` and not yet in the store, adopts
+    /// the good ones (or, if `all_or_nothing`, fails on the first bad one without adopting
+    /// any), and deletes `ns`.
+    pub fn adopt_namespace(&self, ns: &str, all_or_nothing: bool) -> Result<Adopted, StoreError> {
+        let mut tips = Vec::new();
+        for r in self.repo.references_glob(&format!("{ns}/*"))? {
+            let r = r?;
+            if let Ok(name) = r.name() {
+                tips.push((name.to_string(), r.peel_to_commit()?.id()));
+            }
+        }
+        let result = self.adopt(tips.iter().map(|(_, oid)| *oid).collect(), all_or_nothing);
+        for (name, _) in &tips {
+            if let Ok(mut r) = self.repo.find_reference(name) {
+                let _ = r.delete();
+            }
+        }
+        result
+    }
+
+    /// Adopts the commits reachable from `tips` (see the module docs).
+    fn adopt(&self, tips: Vec<ObjectId>, all_or_nothing: bool) -> Result<Adopted, StoreError> {
+        let mut report = Adopted::default();
+        let mut walk = self.repo.revwalk()?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+        for tip in &tips {
+            walk.push(*tip)?;
+        }
+        // Commits the store's refs reach are already checked.
+        walk.hide_glob(&format!("{REF_PREFIX}*"))?;
+        let mut good: BTreeMap<ObjectId, StorePath> = BTreeMap::new();
+        let mut bad: BTreeSet<ObjectId> = BTreeSet::new();
+        let mut adopt_refs: Vec<(StorePath, ObjectId)> = Vec::new();
+        for oid in walk {
+            let oid = oid?;
+            match self.check_commit(oid, &good, &bad) {
+                Ok(entry) => {
+                    let path = entry.info.path.clone();
+                    match self.get(&path.hash())? {
+                        Some(local) if local.commit == oid => report.present += 1,
+                        Some(local) => report.conflicts.push((path.clone(), local.commit, oid)),
+                        None => adopt_refs.push((path.clone(), oid)),
+                    }
+                    good.insert(oid, path);
+                }
+                Err((path, why)) if all_or_nothing => {
+                    let what = path.map(|p| p.to_string()).unwrap_or_else(|| format!("commit {oid}"));
+                    return Err(StoreError::Corrupt(what, why));
+                }
+                Err((path, why)) => {
+                    if let Some(path) = path {
+                        report.rejected.push((path, why));
+                    }
+                    bad.insert(oid);
+                }
+            }
+        }
+        for tip in &tips {
+            if self.repo.revparse_single(&tip.to_string()).is_ok() && !good.contains_key(tip) && !bad.contains(tip) {
+                // Reachable from the store's refs: present already.
+                report.present += 1;
+            }
+        }
+        let outcome = self.create_refs(&adopt_refs, "grove: fetch from peer")?;
+        report.added = outcome.added;
+        report.present += outcome.present;
+        report.conflicts.extend(outcome.conflicts);
+        Ok(report)
+    }
+
+    /// Checks one fetched commit: Grove's layout, parents that are exactly its references'
+    /// commits (and all good), and contents that hash to its NarHash.
+    fn check_commit(
+        &self,
+        oid: ObjectId,
+        good: &BTreeMap<ObjectId, StorePath>,
+        bad: &BTreeSet<ObjectId>,
+    ) -> Result<Entry, (Option<StorePath>, String)> {
+        let entry = self.entry_of_commit(oid).map_err(|e| (None, e.to_string()))?;
+        let path = entry.info.path.clone();
+        let fail = |why: String| (Some(path.clone()), why);
+        let mut parents = BTreeSet::new();
+        for parent in self.parents(oid).map_err(|e| fail(e.to_string()))? {
+            if bad.contains(&parent) {
+                return Err(fail(format!("its reference in commit {parent} was refused")));
+            }
+            let parent_path = match good.get(&parent) {
+                Some(p) => p.clone(),
+                None => self.entry_of_commit(parent).map_err(|e| fail(e.to_string()))?.info.path,
+            };
+            parents.insert(parent_path);
+        }
+        let references: BTreeSet<StorePath> = entry.info.other_references().cloned().collect();
+        if parents != references {
+            return Err(fail("its commit's parents are not its references".into()));
+        }
+        self.check_contents(&entry).map_err(|e| fail(e.to_string()))?;
+        Ok(entry)
+    }
+}

@@ -1,0 +1,242 @@
+//! Writing paths into the store: NARs are parsed into Git objects as they stream in, checked
+//! against their metadata, staged as commits, and made visible together by one ref transaction.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufReader, Read};
+
+use git2::{FileMode, ObjectType, Repository};
+
+use crate::nix::compression::Compression;
+use crate::nix::hash::{HashingReader, NarHash};
+use crate::nix::nar::{self, NarError, NarVisitor};
+use crate::nix::narinfo::{NarInfo, PathInfo};
+use crate::nix::store_path::{StoreHash, StorePath};
+
+use super::names::escape_name;
+use super::{check_nar, Kind, ObjectId, Root, Store, StoreError, NARINFO_ENTRY, OUT_ENTRY, STREAM_BLOB_THRESHOLD};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The objects of one parsed NAR, written but not yet referenced.
+#[derive(Debug, Clone, Copy)]
+pub struct Contents {
+    /// The contents' root object.
+    pub root: Root,
+    /// The NAR's hash as parsed.
+    pub nar_hash: NarHash,
+    /// The NAR's size as parsed.
+    pub nar_size: u64,
+}
+
+/// A parsed NAR file (possibly compressed): its contents and the file's own hash and size.
+#[derive(Debug, Clone, Copy)]
+pub struct NarFileContents {
+    /// The parsed NAR.
+    pub contents: Contents,
+    /// SHA-256 of the file as it came.
+    pub file_hash: NarHash,
+    /// Size of the file as it came.
+    pub file_size: u64,
+}
+
+/// A batch of imports into one store: objects are written at once, refs only on commit.
+pub struct Importer<'s> {
+    store: &'s Store,
+    pending: BTreeMap<StoreHash, (ObjectId, StorePath)>,
+}
+
+impl<'s> Importer<'s> {
+    pub(super) fn new(store: &'s Store) -> Self {
+        Importer {
+            store,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the path is already in the store or earlier in this batch.
+    pub fn has(&self, path: &StorePath) -> Result<bool> {
+        Ok(self.commit_of(path)?.is_some())
+    }
+
+    fn commit_of(&self, path: &StorePath) -> Result<Option<ObjectId>> {
+        if let Some((oid, _)) = self.pending.get(&path.hash()) {
+            return Ok(Some(*oid));
+        }
+        Ok(self.store.get(&path.hash())?.map(|e| e.commit))
+    }
+
+    /// Parses a NAR from `nar` (reading exactly its bytes) into Git objects.
+    pub fn write_contents(&self, nar: &mut dyn Read) -> Result<Contents> {
+        let mut w = GitWriter { repo: &self.store.repo };
+        let (root, nar_hash, nar_size) = nar::parse(nar, &mut w)?;
+        Ok(Contents {
+            root,
+            nar_hash,
+            nar_size,
+        })
+    }
+
+    /// Parses a NAR file compressed as `compression` into Git objects, hashing the file as it
+    /// comes. At most `max_nar_size` + 1 bytes of NAR are read, if given (a source that sends
+    /// without end cannot make the import run forever), and nothing may follow the NAR. This
+    /// is the one routine uploads, upstreams and `file://` caches import through.
+    pub fn write_nar_file(
+        &self,
+        compression: Compression,
+        file: impl Read,
+        max_nar_size: Option<u64>,
+    ) -> Result<NarFileContents> {
+        let mut hashed = HashingReader::new(file);
+        let contents = {
+            let limit = max_nar_size.map_or(u64::MAX, |n| n.saturating_add(1));
+            let mut nar = BufReader::with_capacity(1 << 16, compression.decoder(&mut hashed)?.take(limit));
+            let contents = self.write_contents(&mut nar)?;
+            let mut rest = [0u8; 1];
+            if nar.read(&mut rest)? != 0 {
+                return Err(StoreError::BadFile("trailing data after the NAR".into()));
+            }
+            contents
+        };
+        io::copy(&mut hashed, &mut io::sink())?;
+        let (file_hash, file_size) = hashed.finish();
+        Ok(NarFileContents {
+            contents,
+            file_hash,
+            file_size,
+        })
+    }
+
+    /// [`Importer::write_nar_file`] for the file a narinfo describes, named `source` in errors:
+    /// decompressed as it says, at most its NarSize read, checked against its FileHash/FileSize.
+    /// NarHash/NarSize are checked when the contents are staged.
+    pub fn write_nar_file_of(&self, ni: &NarInfo, source: &str, file: impl Read) -> Result<Contents> {
+        let compression = Compression::from_name(ni.compression.as_deref())
+            .map_err(|e| StoreError::BadFile(format!("{source}: {e}")))?;
+        let parsed = self
+            .write_nar_file(compression, file, Some(ni.info.nar_size))
+            .map_err(|e| match e {
+                StoreError::BadFile(why) => StoreError::BadFile(format!("{source}: {why}")),
+                e => e,
+            })?;
+        check_file(ni, source, &parsed)?;
+        Ok(parsed.contents)
+    }
+
+    /// Adds a path whose contents are written: checks the NAR's hash and size against `info`
+    /// and that every reference is present, then writes its commit. Returns `false` (and
+    /// writes nothing) if the path is present already.
+    pub fn stage(&mut self, info: &PathInfo, contents: Contents) -> Result<bool> {
+        check_nar(info, contents.nar_hash, contents.nar_size)?;
+        let path = &info.path;
+        if self.has(path)? {
+            return Ok(false);
+        }
+        let repo = &self.store.repo;
+        let mut parents = Vec::new();
+        for r in info.other_references() {
+            let oid = self.commit_of(r)?.ok_or_else(|| StoreError::MissingReference {
+                path: path.clone(),
+                reference: r.clone(),
+            })?;
+            parents.push(repo.find_commit(oid)?);
+        }
+        let meta = NarInfo {
+            info: info.clone(),
+            url: None,
+            compression: None,
+            file_hash: None,
+            file_size: None,
+        };
+        let meta_oid = repo.blob(meta.render().as_bytes())?;
+        let mut tb = repo.treebuilder(None)?;
+        tb.insert(NARINFO_ENTRY, meta_oid, FileMode::Blob.into())?;
+        tb.insert(OUT_ENTRY, contents.root.oid, contents.root.kind.mode().into())?;
+        let tree = repo.find_tree(tb.write()?)?;
+        let sig = git2::Signature::new("grove", "grove@localhost", &git2::Time::new(1, 0))?;
+        let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
+        let commit = repo.commit(None, &sig, &sig, &format!("{path}\n"), &tree, &parent_refs)?;
+        self.pending.insert(path.hash(), (commit, path.clone()));
+        Ok(true)
+    }
+
+    /// Parses, checks and stages one path from its NAR.
+    pub fn add(&mut self, info: &PathInfo, nar: &mut dyn Read) -> Result<bool> {
+        let contents = self.write_contents(nar)?;
+        self.stage(info, contents)
+    }
+
+    /// Number of paths staged so far.
+    pub fn staged(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Makes every staged path visible by creating its ref. A ref that appeared meanwhile is
+    /// left as it is. Returns the paths added.
+    pub fn commit(self) -> Result<Vec<StorePath>> {
+        let refs: Vec<(StorePath, ObjectId)> = self.pending.into_values().map(|(oid, path)| (path, oid)).collect();
+        let outcome = self.store.create_refs(&refs, "grove: add")?;
+        for (path, _, _) in &outcome.conflicts {
+            tracing::warn!("{path} was added concurrently with other metadata; keeping the existing entry");
+        }
+        Ok(outcome.added)
+    }
+}
+
+/// Checks a NAR file against its narinfo's FileHash and FileSize, when it has them.
+pub fn check_file(ni: &NarInfo, source: &str, file: &NarFileContents) -> Result<()> {
+    if ni.file_hash.is_some_and(|h| h != file.file_hash) || ni.file_size.is_some_and(|s| s != file.file_size) {
+        return Err(StoreError::BadFile(format!(
+            "{source} does not match FileHash/FileSize"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes NAR nodes as Git objects.
+struct GitWriter<'r> {
+    repo: &'r Repository,
+}
+
+impl GitWriter<'_> {
+    fn sink(e: git2::Error) -> NarError {
+        NarError::Sink(format!("git: {}", e.message()))
+    }
+}
+
+impl NarVisitor for GitWriter<'_> {
+    type Node = Root;
+
+    fn file(&mut self, executable: bool, size: u64, contents: &mut dyn Read) -> Result<Root, NarError> {
+        let kind = if executable { Kind::Executable } else { Kind::Regular };
+        let oid = if size <= STREAM_BLOB_THRESHOLD {
+            let mut buf = Vec::with_capacity(size as usize);
+            contents.read_to_end(&mut buf)?;
+            self.repo.blob(&buf).map_err(Self::sink)?
+        } else {
+            let odb = self.repo.odb().map_err(Self::sink)?;
+            let mut w = odb.writer(size as usize, ObjectType::Blob).map_err(Self::sink)?;
+            io::copy(contents, &mut w)?;
+            w.finalize().map_err(Self::sink)?
+        };
+        Ok(Root { kind, oid })
+    }
+
+    fn symlink(&mut self, target: &[u8]) -> Result<Root, NarError> {
+        Ok(Root {
+            kind: Kind::Symlink,
+            oid: self.repo.blob(target).map_err(Self::sink)?,
+        })
+    }
+
+    fn directory(&mut self, entries: Vec<(Vec<u8>, Root)>) -> Result<Root, NarError> {
+        let mut tb = self.repo.treebuilder(None).map_err(Self::sink)?;
+        for (name, child) in entries {
+            tb.insert(escape_name(&name), child.oid, child.kind.mode().into())
+                .map_err(Self::sink)?;
+        }
+        Ok(Root {
+            kind: Kind::Directory,
+            oid: tb.write().map_err(Self::sink)?,
+        })
+    }
+}
