@@ -5,7 +5,7 @@ use hyper::{Method, Response};
 use crate::nix::store_path::STORE_DIR;
 
 use super::body::{ok, Body};
-use super::Server;
+use super::state::Server;
 
 /// The cache's store dir, mass-query support and priority.
 pub fn get(server: &Server, method: &Method) -> Response<Body> {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::body::{self, full, Body, CHUNK};
 use super::error::Reject;
-use super::Server;
+use super::state::Server;
 
 /// Runs `git http-backend` for the request and streams its answer.
 pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Reject> {

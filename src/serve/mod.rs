@@ -15,7 +15,10 @@ mod git;
 mod listing;
 mod nar;
 mod narinfo;
+pub mod pending;
 pub mod range;
+mod request;
+mod state;
 pub mod upload;
 
 use std::convert::Infallible;
@@ -29,40 +32,8 @@ use crate::nix::cache_file::{CacheFile, CacheFileError};
 use crate::read::ReadPath;
 use body::Body;
 use error::Reject;
-
-/// What the server needs besides the store.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// `Priority` in `/nix-cache-info`.
-    pub priority: u32,
-    /// Token required for reads, if any.
-    pub read_token: Option<String>,
-    /// Token required for uploads; without one, uploads are refused.
-    pub write_token: Option<String>,
-}
-
-/// The server's shared state.
-pub struct Server {
-    read: ReadPath,
-    options: Options,
-    uploads: upload::Pending,
-}
-
-/// Runs blocking work (Git, peers) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Reject> + Send + 'static) -> Result<T, Reject> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Reject::Internal(format!("worker failed: {e}")))?
-}
-
-/// The Groves a read-through request passed through (see [`crate::peers::VIA_HEADER`]).
-fn via<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get(crate::peers::VIA_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
+use pending::Pending;
+pub use state::{Options, Server};
 
 impl Server {
     /// A server over `read`.
@@ -70,7 +41,7 @@ impl Server {
         Arc::new(Server {
             read,
             options,
-            uploads: upload::Pending::default(),
+            uploads: Pending::default(),
         })
     }
 

@@ -15,7 +15,8 @@ use crate::store::StoreError;
 use super::body::{self, full, header_value, ok, Body, ChannelWriter};
 use super::error::Reject;
 use super::range::{parse_range, RangeAnswer};
-use super::{blocking, via, Server};
+use super::request::{blocking, via};
+use super::state::Server;
 
 /// The NAR `file` names, or 404.
 pub async fn get<B>(

@@ -8,7 +8,8 @@ use crate::nix::store_path::StoreHash;
 
 use super::body::{ok, Body};
 use super::error::Reject;
-use super::{blocking, via, Server};
+use super::request::{blocking, via};
+use super::state::Server;
 
 /// The narinfo of `hash`, or 404.
 pub async fn get<B>(

@@ -3,15 +3,12 @@
 //! its NAR (FileHash/FileSize, NarHash/NarSize) and references and creates the path's ref.
 //! [`receive_nar`] and [`receive_narinfo`] are the whole upload path without HTTP.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use parking_lot::Mutex;
 
 use crate::nix::cache_file::{CacheFile, NarFile};
 use crate::nix::narinfo::NarInfo;
@@ -21,37 +18,12 @@ use crate::store::Store;
 
 use super::body::{self, text, Body};
 use super::error::Reject;
-use super::{blocking, Server};
+use super::pending::Pending;
+use super::request::blocking;
+use super::state::Server;
 
 /// Largest narinfo accepted in an upload.
 const MAX_NARINFO: usize = 64 * 1024;
-/// Uploaded NARs whose narinfo never came are forgotten after this long.
-const PENDING_TTL: Duration = Duration::from_secs(3600);
-
-/// NARs uploaded and parsed, waiting for their narinfo.
-#[derive(Default)]
-pub struct Pending {
-    nars: Mutex<HashMap<NarFile, (NarFileContents, Instant)>>,
-}
-
-impl Pending {
-    /// Whether `file` was uploaded and waits for its narinfo.
-    pub fn contains(&self, file: &NarFile) -> bool {
-        self.nars.lock().contains_key(file)
-    }
-
-    /// Keeps a parsed NAR (and forgets those that waited too long).
-    pub fn insert(&self, file: NarFile, nar: NarFileContents) {
-        let mut nars = self.nars.lock();
-        nars.retain(|_, (_, created)| created.elapsed() < PENDING_TTL);
-        nars.insert(file, (nar, Instant::now()));
-    }
-
-    /// Takes the parsed NAR uploaded as `file`, if any.
-    pub fn take(&self, file: &NarFile) -> Option<NarFileContents> {
-        self.nars.lock().remove(file).map(|(nar, _)| nar)
-    }
-}
 
 /// Parses an uploaded NAR file into Git objects (not yet referenced).
 pub fn receive_nar(store: &Store, file: &NarFile, body: impl Read) -> Result<NarFileContents, Reject> {

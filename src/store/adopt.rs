@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::nix::store_path::StorePath;
 
-use super::{Entry, ObjectId, Store, StoreError, REF_PREFIX};
+use super::error::StoreError;
+use super::repo::{Entry, ObjectId, Store, REF_PREFIX};
 
 /// Where fetched refs wait until they are checked.
 pub const INCOMING: &str = "refs/grove/incoming";

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::nix::export::ExportError;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::NarError;
-use crate::nix::narinfo::NarInfoError;
+use crate::nix::narinfo::{NarInfoError, PathInfo};
 use crate::nix::store_path::{StorePath, StorePathError};
 
 /// Errors of the store. Each variant's text stands alone: a wrapped error's text is part of
@@ -84,4 +84,24 @@ impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
         StoreError::Io(e)
     }
+}
+
+/// Checks a NAR's hash and size against a path's metadata.
+pub fn check_nar(info: &PathInfo, actual: NarHash, size: u64) -> Result<(), StoreError> {
+    let path = &info.path;
+    if actual != info.nar_hash {
+        return Err(StoreError::HashMismatch {
+            path: path.clone(),
+            expected: info.nar_hash,
+            actual,
+        });
+    }
+    if size != info.nar_size {
+        return Err(StoreError::SizeMismatch {
+            path: path.clone(),
+            expected: info.nar_size,
+            actual: size,
+        });
+    }
+    Ok(())
 }

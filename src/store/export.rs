@@ -8,7 +8,8 @@ use crate::nix::nar::NarError;
 use crate::nix::narinfo::PathInfo;
 use crate::nix::store_path::StorePath;
 
-use super::{Importer, StoreError};
+use super::error::StoreError;
+use super::import::Importer;
 
 /// Writes one path of an export stream: its NAR comes from `nar`, which writes it to the
 /// writer it is given.

@@ -12,8 +12,9 @@ use crate::nix::nar::{self, NarError, NarVisitor};
 use crate::nix::narinfo::{NarInfo, PathInfo};
 use crate::nix::store_path::{StoreHash, StorePath};
 
+use super::error::{check_nar, StoreError};
 use super::names::escape_name;
-use super::{check_nar, Kind, ObjectId, Root, Store, StoreError, NARINFO_ENTRY, OUT_ENTRY, STREAM_BLOB_THRESHOLD};
+use super::repo::{Kind, ObjectId, Root, Store, NARINFO_ENTRY, OUT_ENTRY, STREAM_BLOB_THRESHOLD};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -45,14 +46,17 @@ pub struct Importer<'s> {
     pending: BTreeMap<StoreHash, (ObjectId, StorePath)>,
 }
 
-impl<'s> Importer<'s> {
-    pub(super) fn new(store: &'s Store) -> Self {
+impl Store {
+    /// Starts a batch of imports; nothing is visible until [`Importer::commit`].
+    pub fn importer(&self) -> Importer<'_> {
         Importer {
-            store,
+            store: self,
             pending: BTreeMap::new(),
         }
     }
+}
 
+impl Importer<'_> {
     /// Whether the path is already in the store or earlier in this batch.
     pub fn has(&self, path: &StorePath) -> Result<bool> {
         Ok(self.commit_of(path)?.is_some())

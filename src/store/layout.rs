@@ -6,7 +6,12 @@ use std::io::{self, Write};
 
 use crate::nix::nar::Encoder;
 
-use super::{Kind, ObjectId, Root, Store, StoreError};
+use crate::nix::hash::{HashingWriter, NarHash};
+
+use super::error::{check_nar, StoreError};
+use super::repo::{Entry, Kind, ObjectId, Root, Store};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Where a run of NAR bytes comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +136,32 @@ impl Write for Builder {
 }
 
 impl Store {
+    /// Writes the path's NAR, byte for byte what `nix-store --dump` writes.
+    pub fn write_nar(&self, root: &Root, out: &mut dyn Write) -> Result<()> {
+        let layout = self.nar_layout(root)?;
+        self.write_nar_range(&layout, 0, layout.size(), out)
+    }
+
+    /// Writes bytes `start..end` of the NAR with this layout, reading only the blobs they cover.
+    pub fn write_nar_range(&self, layout: &NarLayout, start: u64, end: u64, out: &mut dyn Write) -> Result<()> {
+        layout.copy_range(start, end, out, |oid, len, from, to, out| {
+            self.write_blob_range(oid, len, from, to, out)
+        })
+    }
+
+    /// Re-hashes a path's NAR from Git.
+    pub fn hash_nar(&self, root: &Root) -> Result<(NarHash, u64)> {
+        let mut h = HashingWriter::new();
+        self.write_nar(root, &mut h)?;
+        Ok(h.finish())
+    }
+
+    /// Re-hashes an entry's contents and compares them with its recorded NarHash and NarSize.
+    pub fn check_contents(&self, entry: &Entry) -> Result<()> {
+        let (actual, size) = self.hash_nar(&entry.root)?;
+        check_nar(&entry.info, actual, size)
+    }
+
     /// The NAR layout of a path's contents.
     pub fn nar_layout(&self, root: &Root) -> Result<NarLayout, StoreError> {
         let odb = self.repo.odb()?;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::nix::listing::{Listing, NarListing};
 use crate::nix::nar::{padding, token_size, MAGIC};
 
-use super::{Kind, Root, Store, StoreError};
+use super::error::StoreError;
+use super::repo::{Kind, Root, Store};
 
 fn tok(s: &[u8]) -> u64 {
     token_size(s.len() as u64)

@@ -3,7 +3,8 @@
 
 use crate::nix::store_path::StorePath;
 
-use super::{ObjectId, Store, StoreError, REF_PREFIX};
+use super::error::StoreError;
+use super::repo::{ObjectId, Store, REF_PREFIX};
 
 /// What creating refs did.
 #[derive(Debug, Default)]
