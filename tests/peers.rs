@@ -101,7 +101,7 @@ fn push_creates_missing_refs_only() {
     let pushed = GitRemote::new(target_dir.to_str().unwrap(), None, None)
         .push(&source, &closure)
         .unwrap();
-    assert_eq!(pushed.pushed.len(), 1);
+    assert_eq!(pushed.added.len(), 1);
     assert_eq!(pushed.conflicts.len(), 1);
     assert_eq!(commit_of(&target, A), before_a);
     assert_eq!(commit_of(&target, B), commit_of(&source, B));

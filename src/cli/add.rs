@@ -63,13 +63,7 @@ pub fn add(store: &Store, config: &Config, args: &[String]) -> Result<()> {
         bar.finish_and_clear();
         total += paths_read.len();
     }
-    let added = imp.commit()?;
-    eprintln!(
-        "added {} paths ({} already present)",
-        added.len(),
-        total.saturating_sub(added.len())
-    );
-    Ok(())
+    super::import::commit(imp, &progress::bar(0, false), "added", total)
 }
 
 /// Which builder each path comes from: the first that has it.

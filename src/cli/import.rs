@@ -5,10 +5,11 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use indicatif::ProgressBar;
 
 use crate::nix::narinfo::sort_by_references;
 use crate::sources::filecache;
-use crate::store::{export, Store};
+use crate::store::{export, Importer, Store};
 
 use super::progress;
 
@@ -26,14 +27,7 @@ pub fn import_export(store: &Store, file: Option<&Path>) -> Result<()> {
         bar.inc(1);
         bar.set_message(p.name().to_string());
     })?;
-    let added = imp.commit()?;
-    bar.finish_and_clear();
-    eprintln!(
-        "imported {} paths ({} already present)",
-        added.len(),
-        paths.len() - added.len()
-    );
-    Ok(())
+    commit(imp, &bar, "imported", paths.len())
 }
 
 /// Imports every path of the `file://` cache at `dir`, all or nothing.
@@ -46,12 +40,17 @@ pub fn import_cache(store: &Store, dir: &Path) -> Result<()> {
         filecache::import_one(&mut imp, dir, ni)?;
         bar.inc(1);
     }
+    commit(imp, &bar, "imported", infos.len())
+}
+
+/// Makes a batch of `total` paths visible and says how many were new, as `<verb> N paths`.
+pub fn commit(imp: Importer<'_>, bar: &ProgressBar, verb: &str, total: usize) -> Result<()> {
     let added = imp.commit()?;
     bar.finish_and_clear();
     eprintln!(
-        "imported {} paths ({} already present)",
+        "{verb} {} paths ({} already present)",
         added.len(),
-        infos.len() - added.len()
+        total.saturating_sub(added.len())
     );
     Ok(())
 }

@@ -240,8 +240,11 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             serve::run(read, options, &addr, |bound| {
                 eprintln!("serving on http://{bound}; add these lines to nix.conf to use this cache:");
-                println!("substituters = http://{bound}");
-                println!("trusted-public-keys = {public}");
+                // Whoever started the server may have stopped reading: keep serving.
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "substituters = http://{bound}");
+                let _ = writeln!(out, "trusted-public-keys = {public}");
+                let _ = out.flush();
             })?;
         }
     }

@@ -85,7 +85,7 @@ pub fn push(store: &Store, config: &Config, remote: &str, specs: &[String]) -> R
     }
     eprintln!(
         "{remote}: {} paths pushed, {} present, {} conflicts",
-        pushed.pushed.len(),
+        pushed.added.len(),
         pushed.present,
         pushed.conflicts.len()
     );

@@ -264,6 +264,9 @@ impl Filesystem for GroveFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Symlink targets never change: let the kernel cache them (ignored by kernels without it).
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        // Without this the kernel serialises lookups in a directory: one lookup waiting on a
+        // slow peer would hold up every other lookup in the root.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
 

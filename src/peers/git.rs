@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::nix::store_path::{StoreHash, StorePath};
+use crate::nix::store_path::StoreHash;
 use crate::store::adopt::{Adopted, INCOMING};
+use crate::store::refs::RefOutcome;
 use crate::store::{Entry, ObjectId, Store, REF_PREFIX};
 
 use super::error::PeerError;
@@ -28,17 +29,6 @@ pub struct GitRemote {
     url: String,
     timeout: Option<Duration>,
     ssh_key: Option<PathBuf>,
-}
-
-/// What a push did.
-#[derive(Debug, Default)]
-pub struct Pushed {
-    /// Paths the peer did not have and now has.
-    pub pushed: Vec<StorePath>,
-    /// Paths the peer had with the same commit.
-    pub present: usize,
-    /// Paths the peer has with another commit (left as they are): path, local, peer commit.
-    pub conflicts: Vec<(StorePath, ObjectId, ObjectId)>,
 }
 
 impl GitRemote {
@@ -74,8 +64,9 @@ impl GitRemote {
         Ok(store.adopt_namespace(&ns, false)?)
     }
 
-    /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything.
-    pub fn push(&self, store: &Store, entries: &[Entry]) -> Result<Pushed, PeerError> {
+    /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything:
+    /// `added` are the paths pushed.
+    pub fn push(&self, store: &Store, entries: &[Entry]) -> Result<RefOutcome, PeerError> {
         let listing = self.git(
             store.path(),
             &["ls-remote", "--refs", "--", &self.url, &format!("{REF_PREFIX}*")],
@@ -88,14 +79,14 @@ impl GitRemote {
                 }
             }
         }
-        let mut report = Pushed::default();
+        let mut report = RefOutcome::default();
         let mut specs = Vec::new();
         for e in entries {
             let name = format!("{REF_PREFIX}{}", e.info.path.hash());
             match remote.get(&name) {
                 None => {
                     specs.push(format!("{}:{name}", e.commit));
-                    report.pushed.push(e.info.path.clone());
+                    report.added.push(e.info.path.clone());
                 }
                 Some(oid) if *oid == e.commit => report.present += 1,
                 Some(oid) => report.conflicts.push((e.info.path.clone(), e.commit, *oid)),
