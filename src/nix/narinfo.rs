@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::nix::hash::NarHash;
 use crate::nix::signing::{PublicKey, SecretKey, Signature};
-use crate::nix::store_path::{StoreHash, StorePath, STORE_DIR};
+use crate::nix::store_path::{StoreHash, StorePath};
 
 /// Errors from parsing a narinfo.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,13 +124,8 @@ impl NarInfo {
             })
         };
         let (mut path, mut nar_hash, mut nar_size) = (None, None, None);
-        let mut ni = NarInfo {
-            info: PathInfo::placeholder(),
-            url: None,
-            compression: None,
-            file_hash: None,
-            file_size: None,
-        };
+        let (mut url, mut compression, mut file_hash, mut file_size) = (None, None, None, None);
+        let (mut deriver, mut sigs, mut ca) = (None, Vec::new(), None);
         let mut refs = BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
             if line.is_empty() {
@@ -139,16 +134,16 @@ impl NarInfo {
             let (k, v) = line.split_once(": ").ok_or(NarInfoError::Line(n + 1))?;
             match k {
                 "StorePath" => path = Some(v.parse::<StorePath>().map_err(|e| field("StorePath", e.to_string()))?),
-                "URL" => ni.url = Some(v.to_string()),
-                "Compression" => ni.compression = Some(v.to_string()),
+                "URL" => url = Some(v.to_string()),
+                "Compression" => compression = Some(v.to_string()),
                 "FileHash" => {
-                    ni.file_hash = Some(
+                    file_hash = Some(
                         v.parse()
                             .map_err(|e: crate::nix::hash::HashError| field("FileHash", e.to_string()))?,
                     )
                 }
                 "FileSize" => {
-                    ni.file_size = Some(
+                    file_size = Some(
                         v.parse()
                             .map_err(|_| field("FileSize", format!("'{v}' is not a number")))?,
                     )
@@ -170,36 +165,30 @@ impl NarInfo {
                         refs.insert(base("References", r)?);
                     }
                 }
-                "Deriver" if v != "unknown-deriver" => ni.info.deriver = Some(base("Deriver", v)?),
-                "Sig" => ni.info.sigs.push(
+                "Deriver" if v != "unknown-deriver" => deriver = Some(base("Deriver", v)?),
+                "Sig" => sigs.push(
                     v.parse()
                         .map_err(|e: crate::nix::signing::KeyError| field("Sig", e.to_string()))?,
                 ),
-                "CA" if !v.is_empty() => ni.info.ca = Some(v.to_string()),
+                "CA" if !v.is_empty() => ca = Some(v.to_string()),
                 _ => {}
             }
         }
-        ni.info.path = path.ok_or(NarInfoError::Missing("StorePath"))?;
-        ni.info.nar_hash = nar_hash.ok_or(NarInfoError::Missing("NarHash"))?;
-        ni.info.nar_size = nar_size.ok_or(NarInfoError::Missing("NarSize"))?;
-        ni.info.references = refs;
-        Ok(ni)
-    }
-}
-
-impl PathInfo {
-    fn placeholder() -> Self {
-        PathInfo {
-            path: format!("{STORE_DIR}/00000000000000000000000000000000-x")
-                .parse()
-                .expect("valid"),
-            nar_hash: NarHash([0; 32]),
-            nar_size: 0,
-            references: BTreeSet::new(),
-            deriver: None,
-            ca: None,
-            sigs: Vec::new(),
-        }
+        Ok(NarInfo {
+            info: PathInfo {
+                path: path.ok_or(NarInfoError::Missing("StorePath"))?,
+                nar_hash: nar_hash.ok_or(NarInfoError::Missing("NarHash"))?,
+                nar_size: nar_size.ok_or(NarInfoError::Missing("NarSize"))?,
+                references: refs,
+                deriver,
+                ca,
+                sigs,
+            },
+            url,
+            compression,
+            file_hash,
+            file_size,
+        })
     }
 }
 

@@ -28,16 +28,19 @@ pub enum KeyError {
     Invalid { what: &'static str, name: String },
 }
 
-fn split<'a>(s: &'a str, what: &'static str, len: usize) -> Result<(&'a str, Vec<u8>), KeyError> {
+fn split<'a, const N: usize>(s: &'a str, what: &'static str) -> Result<(&'a str, [u8; N]), KeyError> {
     let (name, b64) = s.trim().split_once(':').ok_or(KeyError::Form { what })?;
     if name.is_empty() || b64.is_empty() {
         return Err(KeyError::Form { what });
     }
-    let bytes = BASE64.decode(b64.as_bytes()).ok().filter(|b| b.len() == len);
+    let bytes = BASE64
+        .decode(b64.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; N]>::try_from(b).ok());
     let bytes = bytes.ok_or_else(|| KeyError::Length {
         what,
         name: name.to_string(),
-        len,
+        len: N,
     })?;
     Ok((name, bytes))
 }
@@ -87,8 +90,7 @@ impl FromStr for SecretKey {
 
     fn from_str(s: &str) -> Result<Self, KeyError> {
         const WHAT: &str = "secret key";
-        let (name, bytes) = split(s, WHAT, 64)?;
-        let bytes: [u8; 64] = bytes.try_into().expect("length checked");
+        let (name, bytes) = split::<64>(s, WHAT)?;
         let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| KeyError::Invalid {
             what: WHAT,
             name: name.to_string(),
@@ -137,8 +139,7 @@ impl FromStr for PublicKey {
 
     fn from_str(s: &str) -> Result<Self, KeyError> {
         const WHAT: &str = "public key";
-        let (name, bytes) = split(s, WHAT, 32)?;
-        let bytes: [u8; 32] = bytes.try_into().expect("length checked");
+        let (name, bytes) = split::<32>(s, WHAT)?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Invalid {
             what: WHAT,
             name: name.to_string(),
@@ -180,10 +181,10 @@ impl FromStr for Signature {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let (name, bytes) = split(s, "signature", 64)?;
+        let (name, bytes) = split::<64>(s, "signature")?;
         Ok(Signature {
             key_name: name.to_string(),
-            bytes: bytes.try_into().expect("length checked"),
+            bytes,
         })
     }
 }
