@@ -21,6 +21,13 @@ pub fn verify(store: &Store) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Nothing here blocks a write or a read, but each says something went wrong before.
+    for lock in store.stale_locks()? {
+        eprintln!("STALE LOCK {lock}: left by a writer that died (the next write of that ref removes it)");
+    }
+    for r in store.quarantine_refs()? {
+        eprintln!("QUARANTINE {r}: left by a fetch (the next fetch removes it if its process is gone)");
+    }
     if !bad.is_empty() {
         bail!("{} of {} paths failed verification", bad.len(), paths.len());
     }

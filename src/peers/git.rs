@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,8 +101,14 @@ impl GitRemote {
         Ok(report)
     }
 
-    /// Fetches `refspec` from the peer (objects checked by `fetch.fsckObjects`).
+    /// Fetches `refspec` from the peer (objects checked by `fetch.fsckObjects`), after clearing
+    /// quarantine refs that killed fetches left behind.
     fn fetch_into(&self, store: &Store, refspec: &str) -> Result<(), PeerError> {
+        match store.clean_quarantine() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed the quarantine refs of {n} fetches that were killed"),
+            Err(e) => tracing::warn!("cannot clear old quarantine refs: {e}"),
+        }
         let args = [
             "fetch",
             "--no-tags",
@@ -124,6 +131,20 @@ impl GitRemote {
                 "GIT_SSH_COMMAND",
                 format!("ssh -i '{quoted}' -o IdentitiesOnly=yes -o BatchMode=yes"),
             );
+        }
+        // The fetch dies with this process: no git left running after a kill.
+        // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing is allocated between
+        // fork and exec.
+        let parent = std::process::id();
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The parent may have died before the flag was set.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
         }
         let mut child = cmd
             .arg("--git-dir")

@@ -4,6 +4,7 @@
 //! refs, through the one ref transaction. A ref that exists with another commit is never moved.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::nix::store_path::StorePath;
 
@@ -27,6 +28,42 @@ pub struct Adopted {
 }
 
 impl Store {
+    /// Deletes quarantine refs left by fetches whose process died (a namespace is named after
+    /// its fetching process); returns how many.
+    pub fn clean_quarantine(&self) -> Result<usize, StoreError> {
+        let mut dead = Vec::new();
+        for r in self.repo.references_glob(&format!("{INCOMING}/*"))? {
+            let r = r?;
+            let Ok(name) = r.name() else { continue };
+            let owner = name
+                .strip_prefix(INCOMING)
+                .and_then(|rest| rest.trim_start_matches('/').split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let alive =
+                owner.is_some_and(|pid| pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                dead.push(name.to_string());
+            }
+        }
+        for name in &dead {
+            if let Ok(mut r) = self.repo.find_reference(name) {
+                r.delete()?;
+            }
+        }
+        Ok(dead.len())
+    }
+
+    /// Quarantine refs present now (from fetches under way, or dead ones not yet cleaned).
+    pub fn quarantine_refs(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.repo.references_glob(&format!("{INCOMING}/*"))? {
+            if let Ok(name) = r?.name() {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks every path reachable from the refs under `ns` and not yet in the store, adopts
     /// the good ones (or, if `all_or_nothing`, fails on the first bad one without adopting
     /// any), and deletes `ns`.

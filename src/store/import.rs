@@ -1,7 +1,7 @@
 //! Writing paths into the store: NARs are parsed into Git objects as they stream in, checked
 //! against their metadata, staged as commits, and made visible together by one ref transaction.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 
 use git2::{FileMode, ObjectType, Repository};
@@ -43,7 +43,10 @@ pub struct NarFileContents {
 /// A batch of imports into one store: objects are written at once, refs only on commit.
 pub struct Importer<'s> {
     store: &'s Store,
-    pending: BTreeMap<StoreHash, (ObjectId, StorePath)>,
+    /// Staged paths in the order they were staged, which is references first.
+    staged: Vec<(StorePath, ObjectId)>,
+    /// Where each staged path is in `staged`.
+    index: HashMap<StoreHash, usize>,
 }
 
 impl Store {
@@ -51,7 +54,8 @@ impl Store {
     pub fn importer(&self) -> Importer<'_> {
         Importer {
             store: self,
-            pending: BTreeMap::new(),
+            staged: Vec::new(),
+            index: HashMap::new(),
         }
     }
 }
@@ -63,8 +67,8 @@ impl Importer<'_> {
     }
 
     fn commit_of(&self, path: &StorePath) -> Result<Option<ObjectId>> {
-        if let Some((oid, _)) = self.pending.get(&path.hash()) {
-            return Ok(Some(*oid));
+        if let Some(&i) = self.index.get(&path.hash()) {
+            return Ok(self.staged.get(i).map(|(_, oid)| *oid));
         }
         Ok(self.store.get(&path.hash())?.map(|e| e.commit))
     }
@@ -159,7 +163,8 @@ impl Importer<'_> {
         let sig = git2::Signature::new("grove", "grove@localhost", &git2::Time::new(1, 0))?;
         let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
         let commit = repo.commit(None, &sig, &sig, &format!("{path}\n"), &tree, &parent_refs)?;
-        self.pending.insert(path.hash(), (commit, path.clone()));
+        self.index.insert(path.hash(), self.staged.len());
+        self.staged.push((path.clone(), commit));
         Ok(true)
     }
 
@@ -171,14 +176,14 @@ impl Importer<'_> {
 
     /// Number of paths staged so far.
     pub fn staged(&self) -> usize {
-        self.pending.len()
+        self.staged.len()
     }
 
-    /// Makes every staged path visible by creating its ref. A ref that appeared meanwhile is
-    /// left as it is. Returns the paths added.
+    /// Makes every staged path visible by creating its ref, references first (see
+    /// [`super::refs`] for what an interruption leaves). A ref that appeared meanwhile is left as
+    /// it is. Returns the paths added.
     pub fn commit(self) -> Result<Vec<StorePath>> {
-        let refs: Vec<(StorePath, ObjectId)> = self.pending.into_values().map(|(oid, path)| (path, oid)).collect();
-        let outcome = self.store.create_refs(&refs, "grove: add")?;
+        let outcome = self.store.create_refs(&self.staged, "grove: add")?;
         for (path, _, _) in &outcome.conflicts {
             tracing::warn!("{path} was added concurrently with other metadata; keeping the existing entry");
         }

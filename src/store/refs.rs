@@ -1,10 +1,24 @@
-//! The one ref transaction: store paths become visible by their `refs/nix/<hash>` refs, created
-//! together or not at all. A ref that exists already is never moved.
+//! The one way store paths become visible: by their `refs/nix/<hash>` refs, created one at a
+//! time in the order given (callers give references first), each atomically (Git's lock file,
+//! then a rename). An error, a kill or a full disk part-way therefore leaves a prefix of the
+//! batch visible in which every path has its references: never a path without them. A ref
+//! that exists already is never moved. A lock left by a dead writer does not block anyone: a
+//! live writer holds a ref's lock for microseconds, so one older than [`STALE_LOCK`] is removed.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::nix::store_path::StorePath;
 
 use super::error::StoreError;
 use super::repo::{ObjectId, Store, REF_PREFIX};
+
+/// A ref's lock file older than this was left by a dead writer.
+pub const STALE_LOCK: Duration = Duration::from_secs(10);
+
+/// How long a writer waits for another's lock on the same ref before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// What creating refs did.
 #[derive(Debug, Default)]
@@ -17,24 +31,91 @@ pub struct RefOutcome {
     pub conflicts: Vec<(StorePath, ObjectId, ObjectId)>,
 }
 
+/// What one ref turned out to be.
+enum Created {
+    New,
+    Present,
+    Conflict(ObjectId),
+}
+
 impl Store {
-    /// Creates `refs/nix/<hash>` for each path and commit, in one transaction.
+    /// Creates `refs/nix/<hash>` for each path and commit, one after the other, in the order
+    /// given: pass references before the paths that refer to them.
     pub fn create_refs(&self, refs: &[(StorePath, ObjectId)], message: &str) -> Result<RefOutcome, StoreError> {
-        let mut tx = self.repo.transaction()?;
         let mut outcome = RefOutcome::default();
         for (path, oid) in refs {
-            let name = format!("{REF_PREFIX}{}", path.hash());
-            tx.lock_ref(&name)?;
-            match self.repo.refname_to_id(&name) {
-                Ok(existing) if existing != *oid => outcome.conflicts.push((path.clone(), existing, *oid)),
-                Ok(_) => outcome.present += 1,
-                Err(_) => {
-                    tx.set_target(&name, *oid, None, message)?;
-                    outcome.added.push(path.clone());
+            match self.create_ref(path, *oid, message)? {
+                Created::New => outcome.added.push(path.clone()),
+                Created::Present => outcome.present += 1,
+                Created::Conflict(existing) => outcome.conflicts.push((path.clone(), existing, *oid)),
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn create_ref(&self, path: &StorePath, oid: ObjectId, message: &str) -> Result<Created, StoreError> {
+        let name = format!("{REF_PREFIX}{}", path.hash());
+        let start = Instant::now();
+        loop {
+            let err = match self.repo.reference(&name, oid, false, message) {
+                Ok(_) => return Ok(Created::New),
+                Err(e) => e,
+            };
+            match err.code() {
+                git2::ErrorCode::Exists => {
+                    let existing = self.repo.refname_to_id(&name)?;
+                    return Ok(if existing == oid {
+                        Created::Present
+                    } else {
+                        Created::Conflict(existing)
+                    });
+                }
+                git2::ErrorCode::Locked => {
+                    let lock = self.path().join(format!("{name}.lock"));
+                    if lock_age(&lock).is_some_and(|age| age > STALE_LOCK) {
+                        match std::fs::remove_file(&lock) {
+                            Ok(()) => tracing::warn!("removed {}, left by a writer that died", lock.display()),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    } else if start.elapsed() > LOCK_WAIT {
+                        return Err(err.into());
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                _ => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Lock files under `refs/` older than [`STALE_LOCK`]: left by writers that died. They
+    /// block nobody (the next writer of that ref removes its lock), but `grove verify` lists them.
+    pub fn stale_locks(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.path().join("refs")];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let p = entry?.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "lock") && lock_age(&p).is_some_and(|a| a > STALE_LOCK) {
+                    out.push(p.strip_prefix(self.path()).unwrap_or(&p).display().to_string());
                 }
             }
         }
-        tx.commit()?;
-        Ok(outcome)
+        out.sort();
+        Ok(out)
     }
+}
+
+/// How long ago a lock file was written, if it exists.
+fn lock_age(path: &Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(SystemTime::now().duration_since(modified).unwrap_or_default())
 }
