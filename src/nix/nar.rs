@@ -85,9 +85,17 @@ pub fn token_size(len: u64) -> u64 {
     8 + len + padding(len)
 }
 
-/// Checks a directory entry name: not empty, `.` or `..`, and without `/` or NUL.
+/// The longest entry name accepted: what Linux file systems (and so Nix) can hold.
+pub const MAX_NAME: usize = 255;
+
+/// Checks a directory entry name: 1 to 255 bytes, not `.` or `..`, without `/` or NUL.
 pub fn valid_entry_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -170,7 +170,10 @@ impl NarInfo {
                     v.parse()
                         .map_err(|e: crate::nix::signing::KeyError| field("Sig", e.to_string()))?,
                 ),
-                "CA" if !v.is_empty() => ca = Some(v.to_string()),
+                "CA" if !v.is_empty() => {
+                    check_ca(v).map_err(|why| field("CA", why))?;
+                    ca = Some(v.to_string());
+                }
                 _ => {}
             }
         }
@@ -189,6 +192,44 @@ impl NarInfo {
             file_hash,
             file_size,
         })
+    }
+}
+
+/// Checks a content address as Nix writes it: `text:sha256:<hash>`, `fixed:<algo>:<hash>`,
+/// `fixed:r:<algo>:<hash>` or `fixed:git:<algo>:<hash>`, the hash in nix32, hex or base64 of
+/// the algorithm's length.
+pub fn check_ca(ca: &str) -> Result<(), String> {
+    let bad = || format!("'{ca}' is not a content address (text:sha256:…, fixed:[r:]ALGO:…)");
+    let (method, rest) = ca.split_once(':').ok_or_else(bad)?;
+    let rest = match method {
+        "text" => rest.strip_prefix("sha256:").map(|h| ("sha256", h)),
+        "fixed" => {
+            let rest = rest
+                .strip_prefix("r:")
+                .or_else(|| rest.strip_prefix("git:"))
+                .unwrap_or(rest);
+            rest.split_once(':')
+        }
+        _ => None,
+    };
+    let (algo, hash) = rest.ok_or_else(bad)?;
+    let len = match algo {
+        "md5" => 16,
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha512" => 64,
+        _ => return Err(bad()),
+    };
+    let decoded = if hash.len() == len * 2 {
+        data_encoding::HEXLOWER_PERMISSIVE.decode(hash.as_bytes()).ok()
+    } else if hash.len() == (len * 8).div_ceil(5) {
+        crate::nix::hash::nix32_decode(hash, len)
+    } else {
+        data_encoding::BASE64.decode(hash.as_bytes()).ok()
+    };
+    match decoded {
+        Some(b) if b.len() == len => Ok(()),
+        _ => Err(bad()),
     }
 }
 
@@ -263,6 +304,32 @@ Deriver: 2q43idch209zsdngl8yl79x0y79aajib-nix-2.8.1.drv
         assert!(reparsed.info.verify(&[k.public()]));
         ni.info.nar_size += 1;
         assert!(!ni.info.verify(&[k.public()]));
+    }
+
+    #[test]
+    fn content_addresses_as_nix_writes_them() {
+        let h32 = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
+        for ok in [
+            format!("fixed:r:sha256:{h32}"),
+            format!("fixed:sha256:{h32}"),
+            format!("text:sha256:{h32}"),
+            format!("fixed:sha1:{}", "a".repeat(40)),
+            format!("fixed:git:sha1:{}", "a".repeat(40)),
+        ] {
+            assert_eq!(check_ca(&ok), Ok(()), "{ok}");
+            assert!(NarInfo::parse(&format!("{TEXT}CA: {ok}\n")).is_ok());
+        }
+        for bad in [
+            "garbage",
+            "fixed:",
+            "fixed:r:sha256:xyz",
+            "text:sha1:aaaa",
+            "fixed:sha257:aa",
+            "nar:sha256:aa",
+        ] {
+            assert!(check_ca(bad).is_err(), "{bad}");
+            assert!(NarInfo::parse(&format!("{TEXT}CA: {bad}\n")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum Reject {
     Unsupported(String),
     /// 413.
     TooLarge(String),
+    /// 408: the request's body did not come in time.
+    Timeout(String),
+    /// 507: the disk is full (Nix retries 5xx, not 4xx).
+    NoSpace,
     /// 500: details for the log only.
     Internal(String),
 }
@@ -41,7 +45,12 @@ impl From<StoreError> for Reject {
             | StoreError::SizeMismatch { .. }
             | StoreError::BadFile(_)
             | StoreError::MissingReference { .. }
+            | StoreError::NameMismatch { .. }
             | StoreError::BadPath(_) => Reject::Bad(e.to_string()),
+            StoreError::NoSpace(_) => {
+                tracing::error!("{e}");
+                Reject::NoSpace
+            }
             StoreError::Unknown(_) => Reject::NotFound(e.to_string()),
             StoreError::Git(_)
             | StoreError::Io(_)
@@ -69,6 +78,8 @@ impl Reject {
             }
             Reject::Unsupported(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             Reject::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+            Reject::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
+            Reject::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no space left on device".into()),
             Reject::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())

@@ -57,8 +57,8 @@ pub fn receive_narinfo(store: &Store, hash: StoreHash, text: &[u8], pending: &Pe
     let nar = nar.ok_or_else(|| Reject::Bad(format!("{url} was not uploaded before this narinfo")))?;
     check_file(&ni, url, &nar)?;
     importer.stage(&ni.info, nar.contents)?;
-    importer.commit()?;
-    Ok(true)
+    // Another upload of the same path may have made it visible meanwhile: then it is present.
+    Ok(importer.commit()?.contains(&ni.info.path))
 }
 
 /// `PUT /nar/…`.

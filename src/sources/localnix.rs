@@ -56,7 +56,10 @@ impl RawInfo {
             nar_size: self.nar_size,
             references: self.references.iter().map(|r| sp(r)).collect::<Result<_, _>>()?,
             deriver: self.deriver.as_deref().map(sp).transpose()?,
-            ca: self.ca.filter(|c| !c.is_empty()),
+            ca: match self.ca.filter(|c| !c.is_empty()) {
+                Some(ca) => Some(crate::nix::narinfo::check_ca(&ca).map(|()| ca)?),
+                None => None,
+            },
             sigs: self
                 .signatures
                 .iter()

@@ -21,7 +21,7 @@ pub enum StoreError {
     Io(io::Error),
     /// The NAR is malformed or truncated.
     #[error(transparent)]
-    Nar(#[from] NarError),
+    Nar(NarError),
     /// An export stream is malformed or truncated.
     #[error(transparent)]
     Export(#[from] ExportError),
@@ -66,6 +66,17 @@ pub enum StoreError {
         /// Its missing reference.
         reference: StorePath,
     },
+    /// A path whose hash the store (or the batch) holds under another name.
+    #[error("{wanted} names {existing} by another name")]
+    NameMismatch {
+        /// The path asked for.
+        wanted: StorePath,
+        /// The path with that hash.
+        existing: StorePath,
+    },
+    /// The disk is full: nothing more can be written until space is freed.
+    #[error("no space left on device ({0})")]
+    NoSpace(String),
     /// Stored data that does not have Grove's layout.
     #[error("corrupt store entry {0}: {1}")]
     Corrupt(String, String),
@@ -74,15 +85,38 @@ pub enum StoreError {
     BadMetadata(String, NarInfoError),
 }
 
+/// Whether an error's text says the disk is full (libgit2 reports the OS error in words).
+fn says_disk_full(text: &str) -> bool {
+    text.contains("No space left on device")
+}
+
 impl From<git2::Error> for StoreError {
     fn from(e: git2::Error) -> Self {
-        StoreError::Git(e)
+        if says_disk_full(e.message()) {
+            StoreError::NoSpace(e.message().to_string())
+        } else {
+            StoreError::Git(e)
+        }
     }
 }
 
 impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
-        StoreError::Io(e)
+        if e.kind() == io::ErrorKind::StorageFull || says_disk_full(&e.to_string()) {
+            StoreError::NoSpace(e.to_string())
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+impl From<NarError> for StoreError {
+    fn from(e: NarError) -> Self {
+        match e {
+            NarError::Io(io) => io.into(),
+            NarError::Sink(why) if says_disk_full(&why) => StoreError::NoSpace(why),
+            e => StoreError::Nar(e),
+        }
     }
 }
 

@@ -66,11 +66,21 @@ impl Importer<'_> {
         Ok(self.commit_of(path)?.is_some())
     }
 
+    /// The commit of `path` in this batch or the store. The same hash with another name is
+    /// an error: a store path is its hash and its name.
     fn commit_of(&self, path: &StorePath) -> Result<Option<ObjectId>> {
-        if let Some(&i) = self.index.get(&path.hash()) {
-            return Ok(self.staged.get(i).map(|(_, oid)| *oid));
+        let found = match self.index.get(&path.hash()).and_then(|&i| self.staged.get(i)) {
+            Some((staged, oid)) => Some((staged.clone(), *oid)),
+            None => self.store.get(&path.hash())?.map(|e| (e.info.path, e.commit)),
+        };
+        match found {
+            Some((existing, _)) if existing != *path => Err(StoreError::NameMismatch {
+                wanted: path.clone(),
+                existing,
+            }),
+            Some((_, oid)) => Ok(Some(oid)),
+            None => Ok(None),
         }
-        Ok(self.store.get(&path.hash())?.map(|e| e.commit))
     }
 
     /// Parses a NAR from `nar` (reading exactly its bytes) into Git objects.

@@ -272,7 +272,12 @@ impl Store {
     /// The entry `name` (a NAR entry name) of a directory, if there is one.
     pub fn child(&self, dir: &Root, name: &[u8]) -> Result<Option<Root>> {
         let tree = self.repo.find_tree(dir.oid)?;
-        let Some(e) = tree.get_name_bytes(&escape_name(name)) else {
+        // Stores written before a name was escaped hold it as it is.
+        let found = tree.get_name_bytes(&escape_name(name)).or_else(|| {
+            tree.get_name_bytes(name)
+                .filter(|e| e.name_bytes() == unescape_name(e.name_bytes()))
+        });
+        let Some(e) = found else {
             return Ok(None);
         };
         let kind = Kind::from_mode(e.filemode())
