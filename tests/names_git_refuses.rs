@@ -52,10 +52,9 @@ fn grove(store: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
 fn flagged_tree() -> Vec<u8> {
     let mut entries: Vec<(String, u8)> = Vec::new();
     for name in FLAGGED {
-        entries.push((format!("{name}"), 0));
+        entries.push((name.to_string(), 0));
         entries.push((format!("{name}-link"), 1));
         entries.push((format!("{name}-dir"), 2));
-        // The same names inside the tree's directories too.
     }
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut nar = Vec::new();
