@@ -23,6 +23,8 @@
 //!   read_token: null
 //!   write_token: s3cret
 //!   nar_cache_mib: 256
+//!   max_upload_mib: 65536
+//!   io_timeout_s: 30
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -153,6 +155,11 @@ pub struct ServerConfig {
     pub write_token_file: Option<PathBuf>,
     /// MiB of memory for whole synthesised NARs kept for the next request (0 keeps none).
     pub nar_cache_mib: usize,
+    /// Largest NAR an upload may carry, in MiB (uncompressed).
+    pub max_upload_mib: u64,
+    /// Seconds a client may take to send a request's headers, pause a request body, or take
+    /// a part of a response; idle connections are closed after it too.
+    pub io_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -167,6 +174,8 @@ impl Default for ServerConfig {
             read_token_file: None,
             write_token_file: None,
             nar_cache_mib: 256,
+            max_upload_mib: 64 << 10,
+            io_timeout_s: 30,
         }
     }
 }

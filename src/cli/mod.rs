@@ -225,6 +225,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 priority: server.priority,
                 read_token: server.read_token()?,
                 write_token: server.write_token()?,
+                max_upload_bytes: server.max_upload_mib.saturating_mul(1 << 20),
+                io_timeout: std::time::Duration::from_secs(server.io_timeout_s.max(1)),
             };
             if options.write_token.is_none() {
                 eprintln!("uploads are disabled: set server.write_token (a non-empty token) to allow them");

@@ -112,6 +112,68 @@ impl Compression {
     }
 }
 
+/// A compressor fed piece by piece, whose output is taken as it comes (for responses produced
+/// a chunk at a time).
+pub enum StreamEncoder {
+    /// No compression: the input is the output.
+    None(Vec<u8>),
+    /// zstd.
+    Zstd(zstd::Encoder<'static, Vec<u8>>),
+    /// xz.
+    Xz(liblzma::write::XzEncoder<Vec<u8>>),
+    /// bzip2.
+    Bzip2(bzip2::write::BzEncoder<Vec<u8>>),
+}
+
+impl StreamEncoder {
+    /// An encoder for `compression`.
+    pub fn new(compression: Compression) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => StreamEncoder::None(Vec::new()),
+            Compression::Zstd => StreamEncoder::Zstd(zstd::Encoder::new(Vec::new(), 3)?),
+            Compression::Xz => StreamEncoder::Xz(liblzma::write::XzEncoder::new(Vec::new(), 6)),
+            Compression::Bzip2 => {
+                StreamEncoder::Bzip2(bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default()))
+            }
+        })
+    }
+
+    /// The output so far, taken.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(match self {
+            StreamEncoder::None(v) => v,
+            StreamEncoder::Zstd(e) => e.get_mut(),
+            StreamEncoder::Xz(e) => e.get_mut(),
+            StreamEncoder::Bzip2(e) => e.get_mut(),
+        })
+    }
+
+    /// Ends the stream; returns the rest of the output.
+    pub fn finish(self) -> io::Result<Vec<u8>> {
+        match self {
+            StreamEncoder::None(v) => Ok(v),
+            StreamEncoder::Zstd(e) => e.finish(),
+            StreamEncoder::Xz(e) => e.finish(),
+            StreamEncoder::Bzip2(e) => e.finish(),
+        }
+    }
+}
+
+impl Write for StreamEncoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamEncoder::None(v) => v.write(buf),
+            StreamEncoder::Zstd(e) => e.write(buf),
+            StreamEncoder::Xz(e) => e.write(buf),
+            StreamEncoder::Bzip2(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +188,16 @@ mod tests {
             let mut back = Vec::new();
             c.decoder(&packed[..]).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "{c:?}");
+            let mut enc = StreamEncoder::new(c).unwrap();
+            let mut streamed = Vec::new();
+            for piece in data.chunks(7) {
+                enc.write_all(piece).unwrap();
+                streamed.extend(enc.take());
+            }
+            streamed.extend(enc.finish().unwrap());
+            let mut back = Vec::new();
+            c.decoder(&streamed[..]).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "streamed {c:?}");
         }
         assert_eq!(Compression::from_name(None), Ok(Compression::None));
         assert!(Compression::from_name(Some("lz4")).is_err());

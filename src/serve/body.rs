@@ -1,7 +1,9 @@
-//! Response bodies and request bodies: whole ones, ones streamed from a blocking writer through
-//! a bounded channel, and request bodies read as a blocking reader.
+//! Response bodies and request bodies: whole ones, ones made a chunk at a time on the blocking
+//! pool as the client takes them, ones fed through a bounded channel, and request bodies read
+//! as a blocking reader.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -54,7 +56,7 @@ pub fn ok(method: &Method, content_type: &'static str, data: impl Into<Bytes>) -
     r
 }
 
-/// A body fed by a [`ChannelWriter`] or by async code through the sender.
+/// A body fed by async code through the sender.
 pub fn channel() -> (mpsc::Sender<io::Result<Frame<Bytes>>>, Body) {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     (
@@ -63,70 +65,62 @@ pub fn channel() -> (mpsc::Sender<io::Result<Frame<Bytes>>>, Body) {
     )
 }
 
-/// Sends what is written (on a blocking thread) as body chunks of [`CHUNK`] bytes; fails once
-/// the client is gone.
-pub struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Frame<Bytes>>>,
-    buf: Vec<u8>,
-    /// Everything sent, when the caller wants to keep it.
-    copy: Option<Vec<u8>>,
+/// Something that makes a response body a chunk at a time, blocking (Git reads, compression).
+pub trait Producer: Send + 'static {
+    /// The next chunk, or `None` at the end.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>>;
 }
 
-impl ChannelWriter {
-    /// A writer into `tx`; with `keep`, it also keeps a copy of everything sent.
-    pub fn new(tx: mpsc::Sender<io::Result<Frame<Bytes>>>, keep: bool) -> Self {
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-            copy: keep.then(Vec::new),
+/// A body made by `producer` on the blocking pool, one chunk each time the client is ready
+/// for more: a thread is held only while a chunk is made, and a client that stops reading
+/// holds one chunk of memory and no thread.
+pub fn produced(producer: impl Producer) -> Body {
+    // The mutex only makes the state `Sync`, as a boxed body must be; it is never contended.
+    let chunks = futures_util::stream::unfold(Some(parking_lot::Mutex::new(producer)), |state| async move {
+        let mut producer = state?.into_inner();
+        let made = tokio::task::spawn_blocking(move || {
+            let chunk = producer.next_chunk();
+            (producer, chunk)
+        })
+        .await;
+        match made {
+            Ok((producer, Ok(Some(chunk)))) => Some((Ok(Frame::data(chunk)), Some(parking_lot::Mutex::new(producer)))),
+            Ok((_, Ok(None))) => None,
+            Ok((_, Err(e))) => Some((Err(e), None)),
+            Err(e) => Some((Err(io::Error::other(format!("making a response body: {e}"))), None)),
         }
-    }
-
-    /// Ends the body with an error, so the client sees it cut short.
-    pub fn fail(&self, e: io::Error) {
-        let _ = self.tx.blocking_send(Err(e));
-    }
-
-    /// The copy of everything sent, if one was kept.
-    pub fn take_copy(&mut self) -> Option<Vec<u8>> {
-        self.copy.take()
-    }
+    });
+    StreamBody::new(chunks).boxed()
 }
 
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        if let Some(copy) = &mut self.copy {
-            copy.extend_from_slice(&self.buf);
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(Frame::data(chunk)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-/// A request body as a blocking reader, fed through a bounded channel.
-pub fn reader(mut body: Incoming) -> BodyReader {
+/// A request body as a blocking reader, fed through a bounded channel. A body that pauses for
+/// longer than `timeout` fails with [`io::ErrorKind::TimedOut`]; one the client breaks off,
+/// with [`io::ErrorKind::ConnectionAborted`].
+pub fn reader(mut body: Incoming, timeout: Duration) -> BodyReader {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     tokio::spawn(async move {
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(_) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the request body stopped for {timeout:?}"),
+                    );
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
             let item = match frame {
                 Ok(f) => match f.into_data() {
                     Ok(d) => Ok(d),
                     Err(_) => continue,
                 },
-                Err(e) => Err(io::Error::other(format!("reading the request body: {e}"))),
+                Err(e) => Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("reading the request body: {e}"),
+                )),
             };
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {

@@ -47,6 +47,9 @@ impl From<StoreError> for Reject {
             | StoreError::MissingReference { .. }
             | StoreError::NameMismatch { .. }
             | StoreError::BadPath(_) => Reject::Bad(e.to_string()),
+            StoreError::TooLarge(_) => Reject::TooLarge(e.to_string()),
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Reject::Timeout(e.to_string()),
+            StoreError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionAborted => Reject::Bad(e.to_string()),
             StoreError::NoSpace(_) => {
                 tracing::error!("{e}");
                 Reject::NoSpace

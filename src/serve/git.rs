@@ -20,6 +20,19 @@ use super::state::Server;
 /// Runs `git http-backend` for the request and streams its answer.
 pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
     let path_info = req.uri().path().strip_prefix("/git").unwrap_or("/").to_string();
+    // Only plain paths inside the repository: no `..`, no `.`, no escapes or backslashes.
+    if path_info
+        .split('/')
+        .any(|seg| seg == ".." || seg == "." || seg.contains('%') || seg.contains('\\'))
+    {
+        return Err(Reject::Bad(format!("not a repository path: /git{path_info}")));
+    }
+    let permit = server
+        .git_processes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Reject::Internal("the git process limit is closed".into()))?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mut child = tokio::process::Command::new("git")
         .arg("http-backend")
@@ -36,13 +49,20 @@ pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Respon
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Reject::Internal(format!("cannot run git http-backend: {e}")))?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return Err(Reject::Internal("git http-backend has no pipes".into()));
     };
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::warn!("git http-backend: {line}");
+        }
+    });
     let mut request_body = req.into_body();
     tokio::spawn(async move {
         while let Some(Ok(frame)) = request_body.frame().await {
@@ -86,6 +106,7 @@ pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Respon
     let (tx, stream) = body::channel();
     tokio::spawn(async move {
         let _child = child;
+        let _permit = permit;
         let mut buf = vec![0u8; CHUNK];
         loop {
             match out.read(&mut buf).await {

@@ -32,32 +32,42 @@ use crate::nix::cache_file::{CacheFile, CacheFileError};
 use crate::read::ReadPath;
 use body::Body;
 use error::Reject;
-use pending::Pending;
 pub use state::{Options, Server};
 
 impl Server {
     /// A server over `read`.
     pub fn new(read: ReadPath, options: Options) -> Arc<Self> {
-        Arc::new(Server {
-            read,
-            options,
-            uploads: Pending::default(),
-        })
+        Arc::new(Server::state(read, options))
     }
 
     /// Serves connections from `listener` until `shutdown` completes.
+    ///
+    /// Each connection costs a file descriptor, so at most [`connection_cap`] are open at once
+    /// (a new one is accepted when another closes). A connection that sends no complete request
+    /// headers within the I/O timeout, idle ones included, is closed, and so is one whose client
+    /// takes no response bytes for that long: a client cannot hold a connection, a thread or
+    /// more than a chunk of memory by doing nothing.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
+        let mut backoff = AcceptBackoff::default();
         loop {
+            let slot = tokio::select! {
+                _ = &mut shutdown => return,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                    Ok(a) => { backoff.reset(); a }
+                    Err(e) => { backoff.wait(&e).await; continue; }
                 },
             };
             // Responses go out as a header write and body writes; without this, Nagle's
@@ -65,11 +75,17 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!("TCP_NODELAY for {peer}: {e}");
             }
+            let timeout = self.options.io_timeout;
+            let mut io = tokio_io_timeout::TimeoutStream::new(stream);
+            io.set_write_timeout(Some(timeout));
             let server = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| server.clone().handle(req, peer));
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(Box::pin(io)), service);
                 if let Err(e) = conn.await {
                     tracing::debug!("connection from {peer}: {e}");
                 }
@@ -136,6 +152,53 @@ impl Server {
             }
             Err(CacheFileError::Unknown(_)) => Err(Reject::NotFound(format!("no such resource: /{path}"))),
         }
+    }
+}
+
+/// File descriptors kept free for everything but connections (Git, peers, logs).
+const RESERVED_FDS: u64 = 256;
+
+/// How many connections may be open at once: the soft open-files limit less a reserve.
+fn connection_cap() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    soft.saturating_sub(RESERVED_FDS).clamp(16, 1 << 20) as usize
+}
+
+/// Waits after failed accepts (out of file descriptors, say), longer each time up to a second,
+/// and logs at most once a second.
+#[derive(Default)]
+struct AcceptBackoff {
+    delay: std::time::Duration,
+    last_log: Option<std::time::Instant>,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    async fn wait(&mut self, e: &std::io::Error) {
+        self.failures += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            tracing::warn!("accept failed ({} times since the last report): {e}", self.failures);
+            self.last_log = Some(std::time::Instant::now());
+            self.failures = 0;
+        }
+        self.delay = (self.delay * 2).clamp(std::time::Duration::from_millis(5), std::time::Duration::from_secs(1));
+        tokio::time::sleep(self.delay).await;
+    }
+
+    fn reset(&mut self) {
+        self.delay = std::time::Duration::ZERO;
     }
 }
 

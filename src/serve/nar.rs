@@ -7,12 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::nix::cache_file::NarFile;
-use crate::nix::compression::Compression;
-use crate::store::StoreError;
+use crate::nix::compression::{Compression, StreamEncoder};
+use crate::store::{Entry, StoreError};
 
-use super::body::{self, full, header_value, ok, Body, ChannelWriter};
+use super::body::{self, full, header_value, ok, Body, Producer};
 use super::error::Reject;
 use super::range::{parse_range, RangeAnswer};
 use super::request::{blocking, via};
@@ -34,6 +35,13 @@ pub async fn get<B>(
         };
     };
     let compression = file.compression;
+    // Compressing costs seconds of CPU: only in the compression narinfo advertises.
+    if compression != Compression::None && compression != server.read.compression() {
+        return Err(Reject::NotFound(format!(
+            "this cache serves NARs as .nar{}",
+            server.read.compression().extension()
+        )));
+    }
     if compression == Compression::None {
         if let Some(nar) = server.read.cached_nar(&hash) {
             let (mut resp, start, end) = nar_head(req, nar.len() as u64)?;
@@ -61,26 +69,87 @@ pub async fn get<B>(
     }
     // A whole uncompressed NAR is kept for the next request if it fits the cache.
     let keep = compression == Compression::None && (start, end) == (0, size) && server.read.nar_cacheable(size);
-    let (tx, stream) = body::channel();
-    tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter::new(tx, keep);
-        let result = compression
-            .encode(&mut out, |w| server.read.write_nar_range(&entry, start, end, w))
-            .and_then(|out| out.flush().map_err(StoreError::from));
-        match result {
-            Ok(()) => {
-                if let Some(copy) = out.take_copy().filter(|c| c.len() as u64 == size) {
-                    server.read.remember_nar(hash, Bytes::from(copy));
+    // At most one NAR compressed per core at once; the others wait their turn.
+    let permit = if compression == Compression::None {
+        None
+    } else {
+        let permit = server.compressors.clone().acquire_owned().await;
+        Some(permit.map_err(|_| Reject::Internal("the compressor limit is closed".into()))?)
+    };
+    let encoder = StreamEncoder::new(compression).map_err(|e| Reject::Internal(format!("compressor: {e}")))?;
+    *resp.body_mut() = body::produced(NarProducer {
+        server,
+        entry,
+        at: start,
+        end,
+        encoder: Some(encoder),
+        copy: keep.then(Vec::new),
+        _permit: permit,
+    });
+    Ok(resp)
+}
+
+/// Bytes of NAR read from Git for each chunk.
+const RAW_CHUNK: u64 = 256 * 1024;
+
+/// Makes a NAR response a chunk at a time (see [`body::produced`]).
+struct NarProducer {
+    server: Arc<Server>,
+    entry: Entry,
+    /// The next NAR byte to read.
+    at: u64,
+    end: u64,
+    /// `None` once finished.
+    encoder: Option<StreamEncoder>,
+    /// Everything sent, when the whole NAR is to be kept.
+    copy: Option<Vec<u8>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl NarProducer {
+    fn step(&mut self) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(None);
+            };
+            if self.at >= self.end {
+                let size = self.entry.info.nar_size;
+                if let Some(copy) = self.copy.take().filter(|c| c.len() as u64 == size) {
+                    self.server
+                        .read
+                        .remember_nar(self.entry.info.path.hash(), Bytes::from(copy));
                 }
+                let rest = self
+                    .encoder
+                    .take()
+                    .map(StreamEncoder::finish)
+                    .transpose()?
+                    .unwrap_or_default();
+                return Ok((!rest.is_empty()).then(|| Bytes::from(rest)));
             }
-            Err(e) => {
-                tracing::warn!("streaming NAR of {} stopped: {e}", entry.info.path);
-                out.fail(io::Error::other(e.to_string()));
+            let to = (self.at + RAW_CHUNK).min(self.end);
+            let mut raw = Vec::with_capacity((to - self.at) as usize);
+            self.server.read.write_nar_range(&self.entry, self.at, to, &mut raw)?;
+            self.at = to;
+            if let Some(copy) = &mut self.copy {
+                copy.extend_from_slice(&raw);
+            }
+            encoder.write_all(&raw)?;
+            let out = encoder.take();
+            if !out.is_empty() {
+                return Ok(Some(Bytes::from(out)));
             }
         }
-    });
-    *resp.body_mut() = stream;
-    Ok(resp)
+    }
+}
+
+impl Producer for NarProducer {
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        self.step().map_err(|e| {
+            tracing::warn!("streaming NAR of {} stopped: {e}", self.entry.info.path);
+            io::Error::other(e.to_string())
+        })
+    }
 }
 
 /// The headers of an uncompressed NAR response of `size` bytes, honouring a `Range` request:

@@ -25,9 +25,10 @@ use super::state::Server;
 /// Largest narinfo accepted in an upload.
 const MAX_NARINFO: usize = 64 * 1024;
 
-/// Parses an uploaded NAR file into Git objects (not yet referenced).
-pub fn receive_nar(store: &Store, file: &NarFile, body: impl Read) -> Result<NarFileContents, Reject> {
-    Ok(store.importer().write_nar_file(file.compression, body, None)?)
+/// Parses an uploaded NAR file of at most `max` bytes (uncompressed) into Git objects, not yet
+/// referenced.
+pub fn receive_nar(store: &Store, file: &NarFile, body: impl Read, max: u64) -> Result<NarFileContents, Reject> {
+    Ok(store.importer().write_nar_file(file.compression, body, max)?)
 }
 
 /// Checks an uploaded narinfo for `hash` against the NAR it names (taken from `pending`) and
@@ -63,10 +64,11 @@ pub fn receive_narinfo(store: &Store, hash: StoreHash, text: &[u8], pending: &Pe
 
 /// `PUT /nar/…`.
 pub async fn put_nar(server: Arc<Server>, file: NarFile, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
-    let reader = body::reader(req.into_body());
+    let reader = body::reader(req.into_body(), server.options.io_timeout);
     let me = server.clone();
     let name = file.clone();
-    let nar = blocking(move || me.read.with_store(|s| Ok(receive_nar(s, &name, reader)))?).await?;
+    let max = server.options.max_upload_bytes;
+    let nar = blocking(move || me.read.with_store(|s| Ok(receive_nar(s, &name, reader, max)))?).await?;
     tracing::debug!("received {file} ({} bytes of NAR)", nar.contents.nar_size);
     server.uploads.insert(file, nar);
     Ok(text(StatusCode::OK, "stored"))
@@ -78,9 +80,10 @@ pub async fn put_narinfo(
     hash: StoreHash,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Reject> {
-    let body = http_body_util::Limited::new(req.into_body(), MAX_NARINFO)
-        .collect()
+    let collect = http_body_util::Limited::new(req.into_body(), MAX_NARINFO).collect();
+    let body = tokio::time::timeout(server.options.io_timeout, collect)
         .await
+        .map_err(|_| Reject::Timeout("the narinfo did not come in time".into()))?
         .map_err(|_| Reject::TooLarge(format!("narinfo larger than {MAX_NARINFO} bytes")))?
         .to_bytes();
     let me = server.clone();

@@ -74,6 +74,9 @@ pub enum StoreError {
         /// The path with that hash.
         existing: StorePath,
     },
+    /// A NAR or NAR file larger than allowed (by its NarSize, or by the upload limit).
+    #[error("NAR larger than {0} bytes")]
+    TooLarge(u64),
     /// The disk is full: nothing more can be written until space is freed.
     #[error("no space left on device ({0})")]
     NoSpace(String),

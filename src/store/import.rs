@@ -95,27 +95,30 @@ impl Importer<'_> {
     }
 
     /// Parses a NAR file compressed as `compression` into Git objects, hashing the file as it
-    /// comes. At most `max_nar_size` + 1 bytes of NAR are read, if given (a source that sends
-    /// without end cannot make the import run forever), and nothing may follow the NAR. This
-    /// is the one routine uploads, upstreams and `file://` caches import through.
+    /// comes. A NAR of more than `max_nar_size` bytes is refused as soon as it gets there (a
+    /// source that sends without end cannot make the import run forever), and so is a file much
+    /// larger than that; nothing may follow the NAR. This is the one routine uploads, upstreams
+    /// and `file://` caches import through.
     pub fn write_nar_file(
         &self,
         compression: Compression,
         file: impl Read,
-        max_nar_size: Option<u64>,
+        max_nar_size: u64,
     ) -> Result<NarFileContents> {
-        let mut hashed = HashingReader::new(file);
+        // Compression can make incompressible data a little larger, never much.
+        let max_file = max_nar_size.saturating_add(max_nar_size / 8).saturating_add(1 << 16);
+        let mut hashed = HashingReader::new(Limited::new(file, max_file));
         let contents = {
-            let limit = max_nar_size.map_or(u64::MAX, |n| n.saturating_add(1));
-            let mut nar = BufReader::with_capacity(1 << 16, compression.decoder(&mut hashed)?.take(limit));
-            let contents = self.write_contents(&mut nar)?;
+            let decoded = Limited::new(compression.decoder(&mut hashed)?, max_nar_size);
+            let mut nar = BufReader::with_capacity(1 << 16, decoded);
+            let contents = self.write_contents(&mut nar).map_err(|e| too_large(e, max_nar_size))?;
             let mut rest = [0u8; 1];
-            if nar.read(&mut rest)? != 0 {
+            if nar.read(&mut rest).map_err(|e| too_large(e.into(), max_nar_size))? != 0 {
                 return Err(StoreError::BadFile("trailing data after the NAR".into()));
             }
             contents
         };
-        io::copy(&mut hashed, &mut io::sink())?;
+        io::copy(&mut hashed, &mut io::sink()).map_err(|e| too_large(e.into(), max_file))?;
         let (file_hash, file_size) = hashed.finish();
         Ok(NarFileContents {
             contents,
@@ -131,7 +134,7 @@ impl Importer<'_> {
         let compression = Compression::from_name(ni.compression.as_deref())
             .map_err(|e| StoreError::BadFile(format!("{source}: {e}")))?;
         let parsed = self
-            .write_nar_file(compression, file, Some(ni.info.nar_size))
+            .write_nar_file(compression, file, ni.info.nar_size)
             .map_err(|e| match e {
                 StoreError::BadFile(why) => StoreError::BadFile(format!("{source}: {why}")),
                 e => e,
@@ -198,6 +201,47 @@ impl Importer<'_> {
             tracing::warn!("{path} was added concurrently with other metadata; keeping the existing entry");
         }
         Ok(outcome.added)
+    }
+}
+
+/// A reader that fails with [`io::ErrorKind::FileTooLarge`] once more than `left` bytes come.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> Limited<R> {
+    fn new(inner: R, max: u64) -> Self {
+        Limited { inner, left: max }
+    }
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte more than allowed is asked for, to tell "exactly the limit" from "more".
+        let want = buf
+            .len()
+            .min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "over the size limit"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Turns the error of a stream that went over `max` bytes into [`StoreError::TooLarge`].
+fn too_large(e: StoreError, max: u64) -> StoreError {
+    let over = match &e {
+        StoreError::Io(io) => io.kind() == io::ErrorKind::FileTooLarge,
+        StoreError::Nar(NarError::Io(io)) => io.kind() == io::ErrorKind::FileTooLarge,
+        _ => false,
+    };
+    if over {
+        StoreError::TooLarge(max)
+    } else {
+        e
     }
 }
 
