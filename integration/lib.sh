@@ -35,7 +35,7 @@ build_dataset() {
   local builder=$ROOT/integration/dataset/debian-closure.sh stamp
   stamp=$(cat "$spec" "$builder" | sha256sum | cut -c1-64)$suffix
   if [[ $(cat "$ds/stamp" 2>/dev/null) != "$stamp" ]] || ! dataset_complete "$ds/paths" 2>/dev/null; then
-    echo "building the python dataset$suffix from Debian packages (about a minute on a fresh machine)..." >&2
+    echo "building the python dataset${suffix:+ ($suffix)} from Debian packages (about a minute on a fresh machine)..." >&2
     mkdir -p "$ds"; rm -f "$ds/stamp"
     bash "$builder" "$spec" "$ds" "$suffix" >/dev/null || { echo "error: $builder failed" >&2; return 1; }
     echo "$stamp" > "$ds/stamp"
@@ -67,7 +67,7 @@ start_time() {
 
 # track PID: stop_leftovers stops PID and whatever PID started. Works from a check's subshell,
 # and a later run stops what this run tracked if it was killed before its trap could.
-track() { local t; t=$(start_time "$1") && echo "$1 $t" >> "$PIDFILE"; }
+track() { local t; if t=$(start_time "$1"); then echo "$1 $t" >> "$PIDFILE"; fi; }
 
 descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
 
@@ -159,8 +159,8 @@ check() {
   mkdir -p "$WORK/logs"
   local t0=$SECONDS
   # Not inside `if` or `||`: there bash would ignore `set -e` in the subshell. Callers must not
-  # run with `set -e` themselves.
-  # In the background, tracked and waited for, so that a signal to the runner stops it at once.
+  # run with `set -e` themselves. In the background, tracked and waited for: a signal to the
+  # runner interrupts `wait` (not a foreground command) and its trap stops the check at once.
   ( set -euo pipefail; export XDG_CACHE_HOME; XDG_CACHE_HOME=$(mktemp -d); "$@" ) >"$log" 2>&1 &
   local pid=$!
   track "$pid"
