@@ -37,6 +37,7 @@ start_proxy() {
   local out=$WORK/$1.port
   python3 "$ROOT/integration/proxy.py" "$2" "$3" "${4:-0}" > "$out" &
   printf -v "$1_PID" '%s' "$!"
+  track "$!"
   for _ in $(seq 100); do [[ -s $out ]] && break; sleep 0.05; done
   printf -v "$1_URL" 'http://127.0.0.1:%s' "$(cat "$out")"
 }
