@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -59,47 +59,6 @@ fn setup(dir: &Path, extra: &str) -> PathBuf {
     config
 }
 
-/// Stops what it holds when dropped, pass or fail: a process, or a mount.
-enum Guard {
-    Process(Child),
-    Mount(PathBuf),
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        match self {
-            Guard::Process(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Guard::Mount(dir) => {
-                let _ = Command::new("fusermount3").arg("-u").arg(&*dir).status();
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(&*dir)
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
-
-/// `grove serve` on a free port: its URL.
-fn serve(config: &Path) -> (String, Guard) {
-    let mut child = grove(config, &["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .find_map(|l| l.ok()?.strip_prefix("substituters = ").map(String::from))
-        .expect("grove serve printed its URL");
-    // Keep reading: a closed pipe would fail the server's next line.
-    std::thread::spawn(move || lines.for_each(drop));
-    (url, Guard::Process(child))
-}
-
 /// `grove mount --daemon` at `dir`.
 fn mount(config: &Path, dir: &Path) -> Guard {
     std::fs::create_dir_all(dir).unwrap();
@@ -119,7 +78,7 @@ fn mount_http_and_cli_answer_the_same_bytes_in_every_compression() {
     for compression in ["none", "zstd", "xz"] {
         let tmp = tempfile::tempdir().unwrap();
         let config = setup(tmp.path(), &format!("server:\n  compression: {compression}\n"));
-        let (url, _server) = serve(&config);
+        let (url, _server) = serve(&config, &[]);
         let dir = tmp.path().join("mnt");
         let _mount = mount(&config, &dir);
         for path in [A, B] {

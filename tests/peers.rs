@@ -167,11 +167,7 @@ fn serve(store: &Path) -> (String, String) {
     let read = ReadPath::open(store, Some(key), Compression::None).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let options = grove::serve::Options {
-            priority: 40,
-            read_token: None,
-            write_token: None,
-        };
+        let options = grove::serve::Options::default();
         grove::serve::run(read, options, "127.0.0.1:0", |addr| tx.send(addr).unwrap()).unwrap();
     });
     (format!("http://{}", rx.recv().unwrap()), public)

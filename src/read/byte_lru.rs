@@ -45,6 +45,11 @@ impl<K: std::hash::Hash + Eq> ByteLru<K> {
         size <= (self.budget / 4) as u64
     }
 
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget as u64
+    }
+
     /// Changes the budget (values already kept stay until evicted).
     pub fn set_budget(&mut self, budget: usize) {
         self.budget = budget;

@@ -8,9 +8,11 @@
 
 mod byte_lru;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,7 +48,11 @@ pub struct ReadPath {
     narinfos: Mutex<LruCache<StoreHash, Bytes>>,
     layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
     nars: Mutex<ByteLru<StoreHash>>,
+    /// Bytes held by responses copying a whole NAR for `nars` right now.
+    nar_copies: AtomicU64,
     blobs: Mutex<ByteLru<ObjectId>>,
+    /// Blobs being inflated now: a second reader of the same blob waits for the first.
+    loading: Mutex<HashMap<ObjectId, Arc<Mutex<()>>>>,
     peers: Option<Arc<Peers>>,
 }
 
@@ -62,7 +68,9 @@ impl ReadPath {
             narinfos: Mutex::new(LruCache::new(NARINFO_CACHE_ENTRIES)),
             layouts: Mutex::new(LruCache::new(LAYOUT_CACHE_ENTRIES)),
             nars: Mutex::new(ByteLru::new(0)),
+            nar_copies: AtomicU64::new(0),
             blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
+            loading: Mutex::new(HashMap::new()),
             peers: None,
         })
     }
@@ -179,9 +187,22 @@ impl ReadPath {
         self.nars.lock().get(hash)
     }
 
-    /// Whether a NAR of `size` bytes would be kept by [`ReadPath::remember_nar`].
-    pub fn nar_cacheable(&self, size: u64) -> bool {
-        self.nars.lock().fits(size)
+    /// Reserves room to copy a NAR of `size` bytes on its way out, for
+    /// [`ReadPath::remember_nar`]: only if the NAR cache would keep it and the copies under way
+    /// stay within a quarter of the cache (many clients of one large NAR copy it once or so,
+    /// not once each). Give it back with [`ReadPath::release_nar_copy`].
+    pub fn reserve_nar_copy(&self, size: u64) -> bool {
+        let nars = self.nars.lock();
+        if !nars.fits(size) || self.nar_copies.load(Ordering::Relaxed) + size > nars.budget() / 4 {
+            return false;
+        }
+        self.nar_copies.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    /// Gives back what [`ReadPath::reserve_nar_copy`] reserved.
+    pub fn release_nar_copy(&self, size: u64) {
+        self.nar_copies.fetch_sub(size, Ordering::Relaxed);
     }
 
     /// Keeps a path's whole NAR (as synthesised by [`ReadPath::write_nar_range`]).
@@ -228,9 +249,18 @@ impl ReadPath {
         if let Some(b) = self.blobs.lock().get(&oid) {
             return Ok(b);
         }
-        let bytes = Bytes::from(self.with_store(|s| s.blob(oid))?);
-        self.blobs.lock().insert(oid, bytes.clone());
-        Ok(bytes)
+        // Many readers of one large blob inflate it once: the others wait, then find it cached.
+        let gate = self.loading.lock().entry(oid).or_default().clone();
+        let _turn = gate.lock();
+        if let Some(b) = self.blobs.lock().get(&oid) {
+            return Ok(b);
+        }
+        let loaded = self.with_store(|s| s.blob(oid)).map(Bytes::from);
+        if let Ok(bytes) = &loaded {
+            self.blobs.lock().insert(oid, bytes.clone());
+        }
+        self.loading.lock().remove(&oid);
+        loaded
     }
 
     /// A blob's size, from its header.
@@ -262,7 +292,11 @@ impl ReadPath {
         let end = offset.saturating_add(size).min(layout.size());
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         if offset < end {
-            layout.copy_range(offset, end, &mut out, |oid, _, from, to, out| {
+            layout.copy_range(offset, end, &mut out, |oid, len, from, to, out| {
+                // A blob too large for the cache is streamed, not held per reader.
+                if !self.blobs.lock().fits(len) {
+                    return self.with_store(|s| s.write_blob_range(oid, len, from, to, out));
+                }
                 let bytes = match pinned {
                     Some((pinned_oid, bytes)) if *pinned_oid == oid => bytes.clone(),
                     _ => {

@@ -3,6 +3,7 @@
 //! as a blocking reader.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 /// The body of every response.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -74,20 +75,33 @@ pub trait Producer: Send + 'static {
 /// A body made by `producer` on the blocking pool, one chunk each time the client is ready
 /// for more: a thread is held only while a chunk is made, and a client that stops reading
 /// holds one chunk of memory and no thread.
-pub fn produced(producer: impl Producer) -> Body {
+///
+/// At most `makers` chunks are made at once across all bodies, so that slow bodies never take
+/// the whole blocking pool from other requests.
+pub fn produced(producer: impl Producer, makers: Arc<Semaphore>) -> Body {
     // The mutex only makes the state `Sync`, as a boxed body must be; it is never contended.
-    let chunks = futures_util::stream::unfold(Some(parking_lot::Mutex::new(producer)), |state| async move {
-        let mut producer = state?.into_inner();
-        let made = tokio::task::spawn_blocking(move || {
-            let chunk = producer.next_chunk();
-            (producer, chunk)
-        })
-        .await;
-        match made {
-            Ok((producer, Ok(Some(chunk)))) => Some((Ok(Frame::data(chunk)), Some(parking_lot::Mutex::new(producer)))),
-            Ok((_, Ok(None))) => None,
-            Ok((_, Err(e))) => Some((Err(e), None)),
-            Err(e) => Some((Err(io::Error::other(format!("making a response body: {e}"))), None)),
+    let chunks = futures_util::stream::unfold(Some(parking_lot::Mutex::new(producer)), move |state| {
+        let makers = makers.clone();
+        async move {
+            let state = state?;
+            let Ok(turn) = makers.acquire_owned().await else {
+                return Some((Err(io::Error::other("the server is shutting down")), None));
+            };
+            let mut producer = state.into_inner();
+            let made = tokio::task::spawn_blocking(move || {
+                let chunk = producer.next_chunk();
+                drop(turn);
+                (producer, chunk)
+            })
+            .await;
+            match made {
+                Ok((producer, Ok(Some(chunk)))) => {
+                    Some((Ok(Frame::data(chunk)), Some(parking_lot::Mutex::new(producer))))
+                }
+                Ok((_, Ok(None))) => None,
+                Ok((_, Err(e))) => Some((Err(e), None)),
+                Err(e) => Some((Err(io::Error::other(format!("making a response body: {e}"))), None)),
+            }
         }
     });
     StreamBody::new(chunks).boxed()

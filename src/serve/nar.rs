@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::nix::cache_file::NarFile;
 use crate::nix::compression::{Compression, StreamEncoder};
-use crate::store::{Entry, StoreError};
+use crate::store::{Entry, ObjectId, StoreError};
 
 use super::body::{self, full, header_value, ok, Body, Producer};
 use super::error::Reject;
@@ -68,7 +68,7 @@ pub async fn get<B>(
         return Ok(resp);
     }
     // A whole uncompressed NAR is kept for the next request if it fits the cache.
-    let keep = compression == Compression::None && (start, end) == (0, size) && server.read.nar_cacheable(size);
+    let keep = compression == Compression::None && (start, end) == (0, size) && server.read.reserve_nar_copy(size);
     // At most one NAR compressed per core at once; the others wait their turn.
     let permit = if compression == Compression::None {
         None
@@ -77,15 +77,20 @@ pub async fn get<B>(
         Some(permit.map_err(|_| Reject::Internal("the compressor limit is closed".into()))?)
     };
     let encoder = StreamEncoder::new(compression).map_err(|e| Reject::Internal(format!("compressor: {e}")))?;
-    *resp.body_mut() = body::produced(NarProducer {
-        server,
-        entry,
-        at: start,
-        end,
-        encoder: Some(encoder),
-        copy: keep.then(Vec::new),
-        _permit: permit,
-    });
+    let makers = server.chunk_makers.clone();
+    *resp.body_mut() = body::produced(
+        NarProducer {
+            server,
+            entry,
+            at: start,
+            end,
+            encoder: Some(encoder),
+            copy: keep.then(Vec::new),
+            pinned: None,
+            _permit: permit,
+        },
+        makers,
+    );
     Ok(resp)
 }
 
@@ -101,9 +106,19 @@ struct NarProducer {
     end: u64,
     /// `None` once finished.
     encoder: Option<StreamEncoder>,
-    /// Everything sent, when the whole NAR is to be kept.
+    /// Everything sent, when the whole NAR is to be kept (room reserved in the read path).
     copy: Option<Vec<u8>>,
+    /// The blob read last, shared with the blob cache.
+    pinned: Option<(ObjectId, Bytes)>,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for NarProducer {
+    fn drop(&mut self) {
+        if self.copy.take().is_some() {
+            self.server.read.release_nar_copy(self.entry.info.nar_size);
+        }
+    }
 }
 
 impl NarProducer {
@@ -128,8 +143,10 @@ impl NarProducer {
                 return Ok((!rest.is_empty()).then(|| Bytes::from(rest)));
             }
             let to = (self.at + RAW_CHUNK).min(self.end);
-            let mut raw = Vec::with_capacity((to - self.at) as usize);
-            self.server.read.write_nar_range(&self.entry, self.at, to, &mut raw)?;
+            let raw = self
+                .server
+                .read
+                .read_nar_at(&self.entry, self.at, to - self.at, &mut self.pinned)?;
             self.at = to;
             if let Some(copy) = &mut self.copy {
                 copy.extend_from_slice(&raw);

@@ -30,8 +30,9 @@ impl Pending {
         nars.insert(file, (nar, Instant::now()));
     }
 
-    /// Takes the parsed NAR uploaded as `file`, if any.
-    pub fn take(&self, file: &NarFile) -> Option<NarFileContents> {
-        self.nars.lock().remove(file).map(|(nar, _)| nar)
+    /// The parsed NAR uploaded as `file`, if any. It stays for other uploads of the same path
+    /// that race this one (each then finds the path present), until it expires.
+    pub fn get(&self, file: &NarFile) -> Option<NarFileContents> {
+        self.nars.lock().get(file).map(|(nar, _)| *nar)
     }
 }

@@ -37,6 +37,9 @@ impl Default for Options {
     }
 }
 
+/// At most this many response chunks are made at once (of tokio's 512 blocking threads).
+const CHUNK_MAKERS: usize = 64;
+
 /// At most this many `git http-backend` processes run at once; more requests wait.
 const GIT_PROCESSES: usize = 8;
 
@@ -53,6 +56,8 @@ pub struct Server {
     pub git_processes: Arc<Semaphore>,
     /// Permits for NARs compressed on the fly (one per core).
     pub compressors: Arc<Semaphore>,
+    /// Permits for making a chunk of a response body on the blocking pool.
+    pub chunk_makers: Arc<Semaphore>,
 }
 
 impl Server {
@@ -65,6 +70,7 @@ impl Server {
             uploads: Pending::default(),
             git_processes: Arc::new(Semaphore::new(GIT_PROCESSES)),
             compressors: Arc::new(Semaphore::new(cores)),
+            chunk_makers: Arc::new(Semaphore::new(CHUNK_MAKERS)),
         }
     }
 }

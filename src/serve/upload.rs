@@ -50,7 +50,7 @@ pub fn receive_narinfo(store: &Store, hash: StoreHash, text: &[u8], pending: &Pe
         Ok(CacheFile::Nar(file)) => file,
         _ => return Err(Reject::Bad(format!("narinfo URL '{url}' is not a NAR file"))),
     };
-    let nar = pending.take(&file);
+    let nar = pending.get(&file);
     let mut importer = store.importer();
     if importer.has(&ni.info.path)? {
         return Ok(false);

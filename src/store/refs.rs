@@ -57,12 +57,17 @@ impl Store {
         let name = format!("{REF_PREFIX}{}", path.hash());
         let start = Instant::now();
         loop {
-            let err = match self.repo.reference(&name, oid, false, message) {
+            // Created only if absent, checked under the ref's lock (a plain "create unless it
+            // exists" checks before locking, so two writers could both create it).
+            let err = match self
+                .repo
+                .reference_matching(&name, oid, true, ObjectId::ZERO_SHA1, message)
+            {
                 Ok(_) => return Ok(Created::New),
                 Err(e) => e,
             };
             match err.code() {
-                git2::ErrorCode::Exists => {
+                git2::ErrorCode::Exists | git2::ErrorCode::Modified => {
                     let existing = self.repo.refname_to_id(&name)?;
                     return Ok(if existing == oid {
                         Created::Present

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use proptest::prelude::*;
 
@@ -129,4 +131,50 @@ pub fn write_noise(w: &mut impl Write, mut len: u64, seed: u64) {
         w.write_all(&buf[..n]).unwrap();
         len -= n as u64;
     }
+}
+
+/// Stops what it holds when dropped, pass or fail: a process, or a mount.
+pub enum Guard {
+    Process(Child),
+    Mount(PathBuf),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        match self {
+            Guard::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Guard::Mount(dir) => {
+                let _ = Command::new("fusermount3").arg("-u").arg(&*dir).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&*dir)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// `grove -c CONFIG serve` on a free port, with `env`: its URL.
+pub fn serve(config: &Path, env: &[(&str, &str)]) -> (String, Guard) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .arg("-c")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("GROVE_STORE")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .find_map(|l| l.ok()?.strip_prefix("substituters = ").map(String::from))
+        .expect("grove serve printed its URL");
+    // Keep reading: a closed pipe would fail the server's next line.
+    std::thread::spawn(move || lines.for_each(drop));
+    (url, Guard::Process(child))
 }
