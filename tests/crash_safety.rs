@@ -226,3 +226,84 @@ fn kill_9_during_sync_leaves_closed_prefixes_and_the_next_sync_cleans_up() {
     let quarantine = Store::open(&store).unwrap().quarantine_refs().unwrap();
     assert!(quarantine.is_empty(), "left: {quarantine:?}");
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_leaves_closed_prefixes_and_the_retry_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&tmp.path().join("disk"), "40m");
+    let store = disk.0.join("store");
+    grove(&store).arg("init").output().unwrap();
+    // Leave about 2 MiB free.
+    let junk = disk.0.join("junk");
+    let free = {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&disk.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut f = std::fs::File::create(&junk).unwrap();
+    write_noise(&mut f, free - (2 << 20), 3);
+    drop(f);
+    let file = tmp.path().join("chain");
+    std::fs::write(&file, chain(1000)).unwrap();
+    let out = grove(&store).arg("import").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the import fit in 2 MiB");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    closure_complete(&store);
+    // Over HTTP the same is 507, which Nix retries.
+    let config = tmp.path().join("grove.yaml");
+    std::fs::write(
+        &config,
+        format!("store:\n  path: {}\nserver:\n  write_token: t\n", store.display()),
+    )
+    .unwrap();
+    let (url, server) = serve(&config, &[]);
+    let mut big = Vec::new();
+    write_noise(&mut big, 4 << 20, 9);
+    let nar = file_nar(&big);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = agent
+        .put(&format!("{url}/nar/big.nar"))
+        .header("Authorization", "Bearer t")
+        .send(&nar[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 507);
+    drop(server);
+    // Space freed, the retry completes.
+    std::fs::remove_file(&junk).unwrap();
+    let out = grove(&store).arg("import").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(closure_complete(&store), 1000);
+}

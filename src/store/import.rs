@@ -255,6 +255,20 @@ pub fn check_file(ni: &NarInfo, source: &str, file: &NarFileContents) -> Result<
     Ok(())
 }
 
+/// `e`, or a "no space left on device" error if the disk holding `dir` is (nearly) full.
+fn disk_full_or(dir: &std::path::Path, e: io::Error) -> io::Error {
+    let Ok(path) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) else {
+        return e;
+    };
+    // SAFETY: statvfs fills the struct it is given from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0 && (st.f_bavail as u64) * (st.f_frsize as u64) < 1 << 20 {
+        io::Error::new(io::ErrorKind::StorageFull, format!("{}: {e}", dir.display()))
+    } else {
+        e
+    }
+}
+
 /// Writes NAR nodes as Git objects.
 struct GitWriter<'r> {
     repo: &'r Repository,
@@ -278,7 +292,8 @@ impl NarVisitor for GitWriter<'_> {
         } else {
             let odb = self.repo.odb().map_err(Self::sink)?;
             let mut w = odb.writer(size as usize, ObjectType::Blob).map_err(Self::sink)?;
-            io::copy(contents, &mut w)?;
+            // libgit2's stream says only "Write error": tell a full disk by looking at it.
+            io::copy(contents, &mut w).map_err(|e| disk_full_or(self.repo.path(), e))?;
             w.finalize().map_err(Self::sink)?
         };
         Ok(Root { kind, oid })
