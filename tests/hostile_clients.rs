@@ -258,3 +258,84 @@ fn four_writers_of_the_same_paths_all_succeed_and_one_adds() {
     let present = answers.iter().filter(|(_, n)| n.1.trim() == "present").count();
     assert_eq!((added, present), (1, 3), "{answers:?}");
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sixteen_downloads_of_a_200_mb_packed_file_in_bounded_memory() {
+    const BIG: &str = "/nix/store/dddddddddddddddddddddddddddddddd-big";
+    const SIZE: u64 = 200 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let config = tmp.path().join("grove.yaml");
+    std::fs::write(&config, format!("store:\n  path: {}\n", store.display())).unwrap();
+    let grove = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grove"));
+        cmd.arg("-c").arg(&config).args(args).env_remove("GROVE_STORE");
+        cmd
+    };
+    assert!(grove(&["init"]).output().unwrap().status.success());
+    // The export stream, written to a file without holding 200 MB: header, NAR, trailer.
+    let file = tmp.path().join("big.export");
+    let mut nar_head = Vec::new();
+    let mut enc = grove::nix::nar::Encoder::new(&mut nar_head).unwrap();
+    enc.file_header(false, SIZE).unwrap();
+    let mut nar_tail = Vec::new();
+    export_item(&mut nar_tail, &[], BIG, &[], "");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        out.write_all(&1u64.to_le_bytes()).unwrap();
+        out.write_all(&nar_head).unwrap();
+        write_noise(&mut out, SIZE, 11);
+        // The file node's trailer (SIZE is a multiple of 8: no padding), then the metadata.
+        let mut close = Vec::new();
+        close.extend_from_slice(&1u64.to_le_bytes());
+        close.extend_from_slice(b")\0\0\0\0\0\0\0");
+        out.write_all(&close).unwrap();
+        out.write_all(&nar_tail[8..]).unwrap();
+        out.write_all(&0u64.to_le_bytes()).unwrap();
+    }
+    let out = grove(&["import", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(&file).unwrap();
+    let gc = Command::new("git")
+        .arg("--git-dir")
+        .arg(&store)
+        .args(["gc", "-q"])
+        .status()
+        .unwrap();
+    assert!(gc.success());
+    assert!(
+        std::fs::read_dir(store.join("objects/pack")).unwrap().count() > 0,
+        "not packed"
+    );
+    let (url, server) = serve(&config, &[]);
+    let pid = server_pid(&server);
+    let nar_url = format!("{url}/nar/{}.nar", hash(BIG));
+    let sizes: Vec<usize> = (0..16)
+        .map(|_| {
+            let nar_url = nar_url.clone();
+            std::thread::spawn(move || timed_get(&nar_url).1)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let nar_size = nar_head.len() as u64 + SIZE + 16;
+    assert!(sizes.iter().all(|&n| n as u64 == nar_size), "{sizes:?}");
+    // A one-byte range at the end of the file.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(&nar_url).header("Range", "bytes=-17").call().unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.body_mut().read_to_vec().unwrap().len(), 17);
+    let peak = peak_rss_kib(pid);
+    eprintln!("16 concurrent downloads of a 200 MiB packed file: peak RSS {peak} KiB");
+    assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
+}

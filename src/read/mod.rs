@@ -28,7 +28,7 @@ use crate::nix::signing::SecretKey;
 use crate::nix::store_path::{parse_spec, StoreHash, StorePath};
 use crate::peers::Peers;
 use crate::store::layout::NarLayout;
-use crate::store::{Entry, ObjectId, Root, Store, StoreError};
+use crate::store::{BlobStream, Entry, ObjectId, Root, Store, StoreError};
 use byte_lru::ByteLru;
 
 /// How many signed narinfo texts are kept.
@@ -261,6 +261,17 @@ impl ReadPath {
         }
         self.loading.lock().remove(&oid);
         loaded
+    }
+
+    /// Whether a blob of `len` bytes is kept in the blob cache when read (otherwise stream it:
+    /// [`ReadPath::blob_stream`]).
+    pub fn blob_cacheable(&self, len: u64) -> bool {
+        self.blobs.lock().fits(len)
+    }
+
+    /// A blob from byte `from` on, streamed in bounded memory.
+    pub fn blob_stream(&self, oid: ObjectId, from: u64) -> Result<BlobStream, StoreError> {
+        self.with_store(|s| s.blob_stream(oid, from))
     }
 
     /// A blob's size, from its header.

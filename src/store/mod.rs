@@ -25,4 +25,4 @@ mod repo;
 
 pub use error::StoreError;
 pub use import::{Contents, Importer};
-pub use repo::{Entry, Kind, ObjectId, Root, Store, NARINFO_ENTRY, OUT_ENTRY, REF_PREFIX};
+pub use repo::{BlobStream, Entry, Kind, ObjectId, Root, Store, NARINFO_ENTRY, OUT_ENTRY, REF_PREFIX};

@@ -101,6 +101,8 @@ impl Store {
             cfg.set_bool("core.protectHFS", false)?;
             // Keep `git gc` from packing on its own in the middle of a serve.
             cfg.set_i32("gc.auto", 0)?;
+            // Large files are packed whole (never as deltas), so they can be streamed.
+            cfg.set_str("core.bigFileThreshold", "1m")?;
         }
         Self::open(path)
     }
@@ -245,6 +247,38 @@ impl Store {
         Ok(())
     }
 
+    /// A blob's contents from byte `from` on, as a stream read from `git cat-file`, which
+    /// streams loose and undeltified packed blobs alike in bounded memory (libgit2 inflates a
+    /// packed blob whole). For large blobs read in pieces over time (slow clients, the mount).
+    pub fn blob_stream(&self, oid: ObjectId, from: u64) -> Result<BlobStream> {
+        let mut child = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.path)
+            .args(["-c", "core.bigFileThreshold=1m", "cat-file", "blob"])
+            .arg(oid.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(StoreError::Corrupt(
+                oid.to_string(),
+                "git cat-file has no output".into(),
+            ));
+        };
+        let mut stream = BlobStream { child, out, oid };
+        let skipped = io::copy(&mut (&mut stream).take(from), &mut io::sink())?;
+        if skipped != from {
+            return Err(StoreError::Corrupt(
+                oid.to_string(),
+                "blob shorter than its header".into(),
+            ));
+        }
+        Ok(stream)
+    }
+
     /// A blob's whole contents.
     pub fn blob(&self, oid: ObjectId) -> Result<Vec<u8>> {
         Ok(self.repo.find_blob(oid)?.content().to_vec())
@@ -283,5 +317,32 @@ impl Store {
         let kind = Kind::from_mode(e.filemode())
             .ok_or_else(|| StoreError::Corrupt(dir.oid.to_string(), "unsupported mode".into()))?;
         Ok(Some(Root { kind, oid: e.id() }))
+    }
+}
+
+/// A blob read as a stream (see [`Store::blob_stream`]); the reading process ends with it.
+pub struct BlobStream {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    oid: ObjectId,
+}
+
+impl BlobStream {
+    /// The blob.
+    pub fn oid(&self) -> ObjectId {
+        self.oid
+    }
+}
+
+impl Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.out.read(buf)
+    }
+}
+
+impl Drop for BlobStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
