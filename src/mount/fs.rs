@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use crate::nix::store_path::{StoreHash, StorePath};
 use crate::read::ReadPath;
-use crate::store::{Entry, Kind, ObjectId, Root, StoreError};
+use crate::store::{BlobStream, Entry, Kind, ObjectId, Root, StoreError};
 
 /// How long the kernel may cache what never changes: attributes and entries inside store paths.
 const TTL: Duration = Duration::from_secs(3600);
@@ -67,6 +67,9 @@ struct Inodes {
 
 enum Handle {
     File(Bytes),
+    /// A file too large for the blob cache: read through a stream kept where the last read
+    /// ended, so sequential reads inflate it once and memory stays bounded.
+    Large(ObjectId, u64, Arc<Mutex<Option<(BlobStream, u64)>>>),
     Nar(Box<Entry>, Arc<Mutex<Option<(ObjectId, Bytes)>>>),
 }
 
@@ -253,6 +256,31 @@ impl GroveFs {
         Ok(out)
     }
 
+    /// Up to `size` bytes at `offset` of a large blob, through `stream` (reopened when the
+    /// read is not where the last one ended).
+    fn read_large(
+        &self,
+        stream: &mut Option<(BlobStream, u64)>,
+        oid: ObjectId,
+        len: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let want = u64::from(size).min(len.saturating_sub(offset));
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        if !matches!(stream, Some((_, at)) if *at == offset) {
+            *stream = Some((self.read.blob_stream(oid, offset)?, offset));
+        }
+        let mut out = Vec::with_capacity(want as usize);
+        if let Some((s, at)) = stream.as_mut() {
+            std::io::Read::read_to_end(&mut std::io::Read::take(s, want), &mut out)?;
+            *at += out.len() as u64;
+        }
+        Ok(out)
+    }
+
     fn handle(&self, h: Handle) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, h);
@@ -313,10 +341,14 @@ impl Filesystem for GroveFs {
             return reply.error(Errno::EROFS);
         }
         let handle = match self.node(ino.0) {
-            Some(Node::Git { root, .. }) if matches!(root.kind, Kind::Regular | Kind::Executable) => {
-                match self.read.blob(root.oid) {
-                    Ok(b) => Handle::File(b),
-                    Err(e) => return reply.error(eio(e)),
+            Some(Node::Git { root, size }) if matches!(root.kind, Kind::Regular | Kind::Executable) => {
+                if !self.read.blob_cacheable(size) {
+                    Handle::Large(root.oid, size, Arc::default())
+                } else {
+                    match self.read.blob(root.oid) {
+                        Ok(b) => Handle::File(b),
+                        Err(e) => return reply.error(eio(e)),
+                    }
                 }
             }
             Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
@@ -348,6 +380,15 @@ impl Filesystem for GroveFs {
                 let start = (offset as usize).min(bytes.len());
                 let end = start.saturating_add(size as usize).min(bytes.len());
                 reply.data(&bytes[start..end]);
+            }
+            Some(Handle::Large(oid, len, stream)) => {
+                let (oid, len, stream) = (*oid, *len, stream.clone());
+                drop(handles);
+                let mut stream = stream.lock();
+                match self.read_large(&mut stream, oid, len, offset, size) {
+                    Ok(data) => reply.data(&data),
+                    Err(e) => reply.error(eio(e)),
+                }
             }
             Some(Handle::Nar(entry, pinned)) => {
                 let (entry, pinned) = (entry.as_ref().clone(), pinned.clone());
