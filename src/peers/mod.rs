@@ -100,6 +100,44 @@ pub struct Peers {
     inflight: Mutex<HashMap<StoreHash, Arc<Flight>>>,
     absent: Mutex<LruCache<StoreHash, Instant>>,
     fetches: AtomicU64,
+    turns: Turns,
+}
+
+/// At most this many different paths are fetched from peers at once; more wait their turn.
+const FETCHES_AT_ONCE: usize = 4;
+
+/// A counting semaphore for blocking threads (std has none; the read path is synchronous).
+struct Turns {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A turn taken from [`Turns`], given back when dropped.
+struct Turn<'t>(&'t Turns);
+
+impl Turns {
+    fn new(n: usize) -> Self {
+        Turns {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Turn<'_> {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Peers {
@@ -124,6 +162,7 @@ impl Peers {
             inflight: Mutex::new(HashMap::new()),
             absent: Mutex::new(LruCache::new(NEGATIVE_ENTRIES)),
             fetches: AtomicU64::new(0),
+            turns: Turns::new(FETCHES_AT_ONCE),
         })
     }
 
@@ -185,7 +224,10 @@ impl Peers {
             flight,
             found: false,
         };
-        landing.found = self.fetch_now_via(hash, via).is_some();
+        landing.found = {
+            let _turn = self.turns.take();
+            self.fetch_now_via(hash, via).is_some()
+        };
         if landing.found {
             self.absent.lock().pop(hash);
         } else if !self.negative_ttl.is_zero() {

@@ -22,6 +22,9 @@ use super::pending::Pending;
 use super::request::blocking;
 use super::state::Server;
 
+/// How much of a refused upload's body is still read before answering.
+const DRAIN_ON_ERROR: u64 = 64 << 20;
+
 /// Largest narinfo accepted in an upload.
 const MAX_NARINFO: usize = 64 * 1024;
 
@@ -64,11 +67,23 @@ pub fn receive_narinfo(store: &Store, hash: StoreHash, text: &[u8], pending: &Pe
 
 /// `PUT /nar/…`.
 pub async fn put_nar(server: Arc<Server>, file: NarFile, req: Request<Incoming>) -> Result<Response<Body>, Reject> {
-    let reader = body::reader(req.into_body(), server.options.io_timeout);
+    let mut reader = body::reader(req.into_body(), server.options.io_timeout);
     let me = server.clone();
     let name = file.clone();
     let max = server.options.max_upload_bytes;
-    let nar = blocking(move || me.read.with_store(|s| Ok(receive_nar(s, &name, reader, max)))?).await?;
+    let nar = blocking(move || {
+        let received = me.read.with_store(|s| Ok(receive_nar(s, &name, &mut reader, max)))?;
+        if received.is_err() {
+            // Take (a bounded part of) the rest of the body, so that the client, still
+            // sending, gets the answer rather than a reset connection.
+            let _ = std::io::copy(
+                &mut std::io::Read::take(&mut reader, DRAIN_ON_ERROR),
+                &mut std::io::sink(),
+            );
+        }
+        received
+    })
+    .await?;
     tracing::debug!("received {file} ({} bytes of NAR)", nar.contents.nar_size);
     server.uploads.insert(file, nar);
     Ok(text(StatusCode::OK, "stored"))

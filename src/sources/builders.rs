@@ -74,7 +74,9 @@ impl Builder {
     }
 
     fn ssh(&self, remote: &str) -> Command {
-        let mut cmd = Command::new("ssh");
+        // Like git's GIT_SSH: another ssh program (or a wrapper with options) if set.
+        let program = std::env::var_os("GROVE_SSH").unwrap_or_else(|| "ssh".into());
+        let mut cmd = Command::new(program);
         cmd.args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]);
         if let Some(key) = &self.key {
             cmd.arg("-i").arg(key).args(["-o", "IdentitiesOnly=yes"]);
