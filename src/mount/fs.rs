@@ -26,7 +26,7 @@ use fuser::{
 use parking_lot::Mutex;
 
 use crate::nix::store_path::{StoreHash, StorePath};
-use crate::read::ReadPath;
+use crate::read::{NarCursor, ReadPath};
 use crate::store::{BlobStream, Entry, Kind, ObjectId, Root, StoreError};
 
 /// How long the kernel may cache what never changes: attributes and entries inside store paths.
@@ -70,7 +70,7 @@ enum Handle {
     /// A file too large for the blob cache: read through a stream kept where the last read
     /// ended, so sequential reads inflate it once and memory stays bounded.
     Large(ObjectId, u64, Arc<Mutex<Option<(BlobStream, u64)>>>),
-    Nar(Box<Entry>, Arc<Mutex<Option<(ObjectId, Bytes)>>>),
+    Nar(Box<Entry>, Arc<Mutex<NarCursor>>),
 }
 
 /// The file system.

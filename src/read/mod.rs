@@ -39,6 +39,14 @@ const LAYOUT_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::MIN.saturating_add(4095
 /// Default memory for blob contents read through [`ReadPath::blob`].
 pub const DEFAULT_BLOB_CACHE: usize = 256 << 20;
 
+/// Where a reader of one NAR is: the blob it read last (shared with the blob cache) and the
+/// stream of a blob too large for the cache, so that sequential reads never inflate a blob twice.
+#[derive(Default)]
+pub struct NarCursor {
+    pinned: Option<(ObjectId, Bytes)>,
+    stream: Option<(BlobStream, u64)>,
+}
+
 /// Shared, thread-safe access to one store.
 pub struct ReadPath {
     path: PathBuf,
@@ -289,40 +297,49 @@ impl ReadPath {
         self.with_store(|s| s.child(dir, name))
     }
 
-    /// Up to `size` bytes of a path's NAR from `offset`, with file contents from the blob cache.
-    /// `pinned` keeps the last blob read, so sequential reads through a file too large for the
-    /// cache inflate it once, not once per read.
+    /// Up to `size` bytes of a path's NAR from `offset`. File contents come from the blob cache
+    /// (one inflation per blob, shared by every reader) or, for blobs too large for it, from a
+    /// stream kept in `cursor` where the last read ended: sequential reads through a file of
+    /// any size inflate it once, in bounded memory.
     pub fn read_nar_at(
         &self,
         entry: &Entry,
         offset: u64,
         size: u64,
-        pinned: &mut Option<(ObjectId, Bytes)>,
+        cursor: &mut NarCursor,
     ) -> Result<Vec<u8>, StoreError> {
         let layout = self.layout(entry)?;
         let end = offset.saturating_add(size).min(layout.size());
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        if offset < end {
-            layout.copy_range(offset, end, &mut out, |oid, len, from, to, out| {
-                // A blob too large for the cache is streamed, not held per reader.
-                if !self.blobs.lock().fits(len) {
-                    return self.with_store(|s| s.write_blob_range(oid, len, from, to, out));
-                }
-                let bytes = match pinned {
-                    Some((pinned_oid, bytes)) if *pinned_oid == oid => bytes.clone(),
+        if offset >= end {
+            return Ok(out);
+        }
+        let short = |oid: ObjectId| StoreError::Corrupt(oid.to_string(), "blob shorter than its header".into());
+        layout.copy_range(offset, end, &mut out, |oid, len, from, to, out| {
+            if self.blob_cacheable(len) {
+                let bytes = match &cursor.pinned {
+                    Some((pinned, bytes)) if *pinned == oid => bytes.clone(),
                     _ => {
                         let bytes = self.blob(oid)?;
-                        *pinned = Some((oid, bytes.clone()));
+                        cursor.pinned = Some((oid, bytes.clone()));
                         bytes
                     }
                 };
-                let part = bytes
-                    .get(from as usize..to as usize)
-                    .ok_or_else(|| StoreError::Corrupt(oid.to_string(), "blob shorter than its header".into()))?;
-                out.write_all(part)?;
-                Ok::<_, StoreError>(())
-            })?;
-        }
+                out.write_all(bytes.get(from as usize..to as usize).ok_or_else(|| short(oid))?)?;
+                return Ok(());
+            }
+            if !matches!(&cursor.stream, Some((s, at)) if s.oid() == oid && *at == from) {
+                cursor.stream = Some((self.blob_stream(oid, from)?, from));
+            }
+            if let Some((s, at)) = cursor.stream.as_mut() {
+                let copied = std::io::copy(&mut std::io::Read::take(s, to - from), out)?;
+                if copied != to - from {
+                    return Err(short(oid));
+                }
+                *at = to;
+            }
+            Ok::<_, StoreError>(())
+        })?;
         Ok(out)
     }
 

@@ -1,7 +1,7 @@
 //! `GET /nar/<hash>.nar[.zst|.xz]`: a path's NAR synthesised from Git and streamed, plain with
 //! `Content-Length` and `Range`, or compressed on the fly.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::nix::cache_file::NarFile;
 use crate::nix::compression::{Compression, StreamEncoder};
-use crate::store::{BlobStream, Entry, ObjectId, StoreError};
+use crate::read::NarCursor;
+use crate::store::{Entry, StoreError};
 
 use super::body::{self, full, header_value, ok, Body, Producer};
 use super::error::Reject;
@@ -86,8 +87,7 @@ pub async fn get<B>(
             end,
             encoder: Some(encoder),
             copy: keep.then(Vec::new),
-            pinned: None,
-            stream: None,
+            cursor: NarCursor::default(),
             _permit: permit,
         },
         makers,
@@ -109,10 +109,8 @@ struct NarProducer {
     encoder: Option<StreamEncoder>,
     /// Everything sent, when the whole NAR is to be kept (room reserved in the read path).
     copy: Option<Vec<u8>>,
-    /// The blob read last, shared with the blob cache.
-    pinned: Option<(ObjectId, Bytes)>,
-    /// The stream of a blob too large for the cache, and where it is.
-    stream: Option<(BlobStream, u64)>,
+    /// Where the NAR's blobs are being read.
+    cursor: NarCursor,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -146,44 +144,10 @@ impl NarProducer {
                 return Ok((!rest.is_empty()).then(|| Bytes::from(rest)));
             }
             let to = (self.at + RAW_CHUNK).min(self.end);
-            let read = &self.server.read;
-            let layout = read.layout(&self.entry)?;
-            let (pinned, stream) = (&mut self.pinned, &mut self.stream);
-            let mut raw = Vec::with_capacity((to - self.at) as usize);
-            layout.copy_range(self.at, to, &mut raw, |oid, len, from, to, out| {
-                if read.blob_cacheable(len) {
-                    // Shared with every other reader through the blob cache.
-                    let bytes = match pinned {
-                        Some((p, bytes)) if *p == oid => bytes.clone(),
-                        _ => {
-                            let bytes = read.blob(oid)?;
-                            *pinned = Some((oid, bytes.clone()));
-                            bytes
-                        }
-                    };
-                    let part = bytes
-                        .get(from as usize..to as usize)
-                        .ok_or_else(|| StoreError::Corrupt(oid.to_string(), "blob shorter than its header".into()))?;
-                    out.write_all(part)?;
-                    return Ok::<_, StoreError>(());
-                }
-                // Too large to keep: one stream per response, read on where the last chunk ended.
-                let reuse = matches!(stream, Some((s, at)) if s.oid() == oid && *at == from);
-                if !reuse {
-                    *stream = Some((read.blob_stream(oid, from)?, from));
-                }
-                if let Some((s, at)) = stream.as_mut() {
-                    let copied = io::copy(&mut Read::take(s, to - from), out)?;
-                    if copied != to - from {
-                        return Err(StoreError::Corrupt(
-                            oid.to_string(),
-                            "blob shorter than its header".into(),
-                        ));
-                    }
-                    *at = to;
-                }
-                Ok(())
-            })?;
+            let raw = self
+                .server
+                .read
+                .read_nar_at(&self.entry, self.at, to - self.at, &mut self.cursor)?;
             self.at = to;
             if let Some(copy) = &mut self.copy {
                 copy.extend_from_slice(&raw);
