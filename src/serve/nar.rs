@@ -96,7 +96,7 @@ pub async fn get<B>(
 }
 
 /// Bytes of NAR read from Git for each chunk.
-const RAW_CHUNK: u64 = 256 * 1024;
+const RAW_CHUNK: u64 = 512 * 1024;
 
 /// Makes a NAR response a chunk at a time (see [`body::produced`]).
 struct NarProducer {
@@ -116,6 +116,7 @@ struct NarProducer {
 
 impl Drop for NarProducer {
     fn drop(&mut self) {
+        // A body broken off: its partial copy goes, and so does its reservation.
         if self.copy.take().is_some() {
             self.server.read.release_nar_copy(self.entry.info.nar_size);
         }
@@ -125,16 +126,10 @@ impl Drop for NarProducer {
 impl NarProducer {
     fn step(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
-            let Some(encoder) = self.encoder.as_mut() else {
+            if self.encoder.is_none() {
                 return Ok(None);
-            };
+            }
             if self.at >= self.end {
-                let size = self.entry.info.nar_size;
-                if let Some(copy) = self.copy.take().filter(|c| c.len() as u64 == size) {
-                    self.server
-                        .read
-                        .remember_nar(self.entry.info.path.hash(), Bytes::from(copy));
-                }
                 let rest = self
                     .encoder
                     .take()
@@ -152,10 +147,30 @@ impl NarProducer {
             if let Some(copy) = &mut self.copy {
                 copy.extend_from_slice(&raw);
             }
-            encoder.write_all(&raw)?;
-            let out = encoder.take();
-            if !out.is_empty() {
-                return Ok(Some(Bytes::from(out)));
+            if self.at >= self.end {
+                // Now, not after the last chunk: a client stops reading at Content-Length, and
+                // the body is dropped without being asked for its end.
+                self.keep_copy();
+            }
+            if let Some(encoder) = self.encoder.as_mut() {
+                encoder.write_all(&raw)?;
+                let out = encoder.take();
+                if !out.is_empty() {
+                    return Ok(Some(Bytes::from(out)));
+                }
+            }
+        }
+    }
+
+    /// Hands a complete copy of the NAR to the NAR cache, and gives back its reservation.
+    fn keep_copy(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            let size = self.entry.info.nar_size;
+            self.server.read.release_nar_copy(size);
+            if copy.len() as u64 == size {
+                self.server
+                    .read
+                    .remember_nar(self.entry.info.path.hash(), Bytes::from(copy));
             }
         }
     }
