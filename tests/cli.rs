@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 use grove::nix::hash::NarHash;
@@ -38,25 +38,7 @@ impl Env {
     }
 
     fn run_in(&self, store: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_grove"))
-            .arg("--store")
-            .arg(store)
-            .args(args)
-            .env_remove("GROVE_CONFIG")
-            .env_remove("GROVE_STORE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.unwrap_or_default().to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
+        grove_on(store, args, stdin)
     }
 
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -32,20 +32,7 @@ const FLAGGED: &[&str] = &[
 ];
 
 fn grove(store: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grove"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("GROVE_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut input, stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
+    grove_on(store, args, stdin)
 }
 
 /// A directory NAR with every flagged name three times: as a file, a symlink and a directory.

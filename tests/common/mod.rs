@@ -178,3 +178,26 @@ pub fn serve(config: &Path, env: &[(&str, &str)]) -> (String, Guard) {
     std::thread::spawn(move || lines.for_each(drop));
     (url, Guard::Process(child))
 }
+
+/// Runs the grove binary on the store at `store` with `args`, feeding it `stdin`.
+pub fn grove_on(store: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grove"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("GROVE_CONFIG")
+        .env_remove("GROVE_STORE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.unwrap_or_default().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
