@@ -21,22 +21,7 @@ fn root() -> &'static Path {
 
 /// Inputs (target, file name) that reproduce bugs in `src/` not fixed yet: the tests below skip
 /// them and `known_bugs` (ignored) runs them. Once a bug is fixed, drop its line here.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    // src/nix/narinfo.rs: a value ending in '\r' (on the last line, or before "\r\n", as
-    // `str::lines` leaves it) keeps it, but `render` writes it before '\n' and `parse` then
-    // drops one '\r': render and parse are not inverses.
-    ("narinfo", "bug-url-ends-in-cr-at-eof"),
-    ("narinfo", "bug-url-ends-in-cr-before-crlf"),
-    ("narinfo", "crash-url-ends-in-cr-before-crlf"),
-    // src/store/import.rs (write_nar_file) + src/store/error.rs: a decompression error in an
-    // uploaded .nar.zst/.xz/.bz2 is a StoreError::Io, so the client gets a 500 ('internal
-    // error') rather than a 400.
-    ("upload", "bug-corrupt-bz2"),
-    ("upload", "bug-corrupt-xz"),
-    ("upload", "bug-corrupt-zst"),
-    ("upload", "bug-zst-frame-too-much-memory"),
-    ("upload", "crash-zst-trailing-garbage"),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 fn is_known_bug(target: &str, file: &Path) -> bool {
     KNOWN_BUGS

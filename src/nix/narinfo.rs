@@ -13,6 +13,9 @@ pub enum NarInfoError {
     /// A line that is not `Key: value`.
     #[error("narinfo line {0}: not of the form 'Key: value'")]
     Line(usize),
+    /// A line with a control character.
+    #[error("narinfo line {0}: control character")]
+    Control(usize),
     /// A required field is absent.
     #[error("narinfo lacks {0}")]
     Missing(&'static str),
@@ -128,8 +131,14 @@ impl NarInfo {
         let (mut deriver, mut sigs, mut ca) = (None, Vec::new(), None);
         let mut refs = BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
+            // Lines may end in "\r\n"; any other control character is not narinfo (and would not
+            // survive a render and a parse: found by fuzzing).
+            let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 continue;
+            }
+            if line.chars().any(char::is_control) {
+                return Err(NarInfoError::Control(n + 1));
             }
             let (k, v) = line.split_once(": ").ok_or(NarInfoError::Line(n + 1))?;
             match k {

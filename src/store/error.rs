@@ -107,6 +107,8 @@ impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::StorageFull || says_disk_full(&e.to_string()) {
             StoreError::NoSpace(e.to_string())
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            StoreError::BadFile(e.to_string())
         } else {
             StoreError::Io(e)
         }

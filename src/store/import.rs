@@ -109,7 +109,7 @@ impl Importer<'_> {
         let max_file = max_nar_size.saturating_add(max_nar_size / 8).saturating_add(1 << 16);
         let mut hashed = HashingReader::new(Limited::new(file, max_file));
         let contents = {
-            let decoded = Limited::new(compression.decoder(&mut hashed)?, max_nar_size);
+            let decoded = Limited::new(Decoded(compression.decoder(&mut hashed)?), max_nar_size);
             let mut nar = BufReader::with_capacity(1 << 16, decoded);
             let contents = self.write_contents(&mut nar).map_err(|e| too_large(e, max_nar_size))?;
             let mut rest = [0u8; 1];
@@ -201,6 +201,24 @@ impl Importer<'_> {
             tracing::warn!("{path} was added concurrently with other metadata; keeping the existing entry");
         }
         Ok(outcome.added)
+    }
+}
+
+/// A decompressor's output, whose own errors (the file is not what its extension says, or is
+/// cut short) become [`io::ErrorKind::InvalidData`]: the data is bad, not the server (found by
+/// fuzzing the upload path). Errors of the source beneath (a body that stopped coming, one too
+/// large) keep their kind.
+struct Decoded<R>(R);
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::FileTooLarge
+            | io::ErrorKind::InvalidData => e,
+            _ => io::Error::new(io::ErrorKind::InvalidData, format!("the file does not decompress: {e}")),
+        })
     }
 }
 
