@@ -23,6 +23,9 @@ fn root() -> &'static Path {
 /// them and `known_bugs` (ignored) runs them. Once a bug is fixed, drop its line here.
 const KNOWN_BUGS: &[(&str, &str)] = &[];
 
+/// A target's check of one input.
+type Check = fn(&[u8]);
+
 fn is_known_bug(target: &str, file: &Path) -> bool {
     KNOWN_BUGS
         .iter()
@@ -96,7 +99,7 @@ fn upload() {
 #[test]
 #[ignore = "reproduces bugs in src/ not fixed yet (KNOWN_BUGS)"]
 fn known_bugs() {
-    let checks: [(&str, fn(&[u8])); 6] = [
+    let checks: [(&str, Check); 6] = [
         ("nar", checks::nar),
         ("narinfo", checks::narinfo),
         ("export", checks::export),
