@@ -275,8 +275,17 @@ impl GroveFs {
         }
         let mut out = Vec::with_capacity(want as usize);
         if let Some((s, at)) = stream.as_mut() {
-            std::io::Read::read_to_end(&mut std::io::Read::take(s, want), &mut out)?;
-            *at += out.len() as u64;
+            let read = std::io::Read::read_to_end(&mut std::io::Read::take(s, want), &mut out);
+            if read.is_err() || out.len() as u64 != want {
+                // A short read would look like the end of the file: fail it, and start afresh.
+                *stream = None;
+                read?;
+                return Err(StoreError::Corrupt(
+                    oid.to_string(),
+                    "blob shorter than its header".into(),
+                ));
+            }
+            *at += want;
         }
         Ok(out)
     }

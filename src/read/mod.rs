@@ -326,17 +326,29 @@ impl ReadPath {
                     }
                 };
                 out.write_all(bytes.get(from as usize..to as usize).ok_or_else(|| short(oid))?)?;
+                if to == len {
+                    // Read to its end: a paused reader holds no blob beyond its chunk.
+                    cursor.pinned = None;
+                }
                 return Ok(());
             }
             if !matches!(&cursor.stream, Some((s, at)) if s.oid() == oid && *at == from) {
                 cursor.stream = Some((self.blob_stream(oid, from)?, from));
             }
             if let Some((s, at)) = cursor.stream.as_mut() {
-                let copied = std::io::copy(&mut std::io::Read::take(s, to - from), out)?;
-                if copied != to - from {
-                    return Err(short(oid));
+                let copied = std::io::copy(&mut std::io::Read::take(s, to - from), out);
+                match copied {
+                    Ok(n) if n == to - from => *at = to,
+                    // Where the stream is is unknown now: the next read opens a new one.
+                    Ok(_) => {
+                        cursor.stream = None;
+                        return Err(short(oid));
+                    }
+                    Err(e) => {
+                        cursor.stream = None;
+                        return Err(e.into());
+                    }
                 }
-                *at = to;
             }
             Ok::<_, StoreError>(())
         })?;

@@ -30,6 +30,8 @@ pub enum Reject {
     TooLarge(String),
     /// 408: the request's body did not come in time.
     Timeout(String),
+    /// 503: too busy to start this now; try again.
+    Busy(String),
     /// 507: the disk is full (Nix retries 5xx, not 4xx).
     NoSpace,
     /// 500: details for the log only.
@@ -82,6 +84,7 @@ impl Reject {
             Reject::Unsupported(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             Reject::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             Reject::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
+            Reject::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             Reject::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no space left on device".into()),
             Reject::Internal(m) => {
                 tracing::error!("internal error: {m}");

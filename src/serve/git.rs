@@ -63,9 +63,11 @@ pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Respon
             tracing::warn!("git http-backend: {line}");
         }
     });
+    let timeout = server.options.io_timeout;
     let mut request_body = req.into_body();
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = request_body.frame().await {
+        // A body that stops coming ends the pump; git then sees the end of its input.
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(timeout, request_body.frame()).await {
             if let Ok(data) = frame.into_data() {
                 if stdin.write_all(&data).await.is_err() {
                     return;
@@ -77,9 +79,9 @@ pub async fn serve(server: Arc<Server>, req: Request<Incoming>) -> Result<Respon
     let mut resp = Response::new(full(Bytes::new()));
     loop {
         let mut line = String::new();
-        let n = out
-            .read_line(&mut line)
+        let n = tokio::time::timeout(timeout, out.read_line(&mut line))
             .await
+            .map_err(|_| Reject::Timeout("git http-backend did not answer in time".into()))?
             .map_err(|e| Reject::Internal(format!("reading git http-backend: {e}")))?;
         let line = line.trim_end();
         if n == 0 || line.is_empty() {

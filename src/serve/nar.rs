@@ -74,7 +74,10 @@ pub async fn get<B>(
     let permit = if compression == Compression::None {
         None
     } else {
-        let permit = server.compressors.clone().acquire_owned().await;
+        let waiting = server.compressors.clone().acquire_owned();
+        let permit = tokio::time::timeout(server.options.io_timeout, waiting)
+            .await
+            .map_err(|_| Reject::Busy("every compressor is busy; try again".into()))?;
         Some(permit.map_err(|_| Reject::Internal("the compressor limit is closed".into()))?)
     };
     let encoder = StreamEncoder::new(compression).map_err(|e| Reject::Internal(format!("compressor: {e}")))?;

@@ -99,7 +99,13 @@ pub async fn put_narinfo(
     let body = tokio::time::timeout(server.options.io_timeout, collect)
         .await
         .map_err(|_| Reject::Timeout("the narinfo did not come in time".into()))?
-        .map_err(|_| Reject::TooLarge(format!("narinfo larger than {MAX_NARINFO} bytes")))?
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Reject::TooLarge(format!("narinfo larger than {MAX_NARINFO} bytes"))
+            } else {
+                Reject::Bad(format!("reading the narinfo: {e}"))
+            }
+        })?
         .to_bytes();
     let me = server.clone();
     let added = blocking(move || {

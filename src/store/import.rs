@@ -275,6 +275,17 @@ pub fn check_file(ni: &NarInfo, source: &str, file: &NarFileContents) -> Result<
 
 /// `e`, or a "no space left on device" error if the disk holding `dir` is (nearly) full.
 fn disk_full_or(dir: &std::path::Path, e: io::Error) -> io::Error {
+    // Errors of the NAR's source (a client that stopped, an upload too large) are its own.
+    if matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::FileTooLarge
+            | io::ErrorKind::InvalidData
+            | io::ErrorKind::UnexpectedEof
+    ) {
+        return e;
+    }
     let Ok(path) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) else {
         return e;
     };

@@ -78,11 +78,7 @@ impl Store {
                 git2::ErrorCode::Locked => {
                     let lock = self.path().join(format!("{name}.lock"));
                     if lock_age(&lock).is_some_and(|age| age > STALE_LOCK) {
-                        match std::fs::remove_file(&lock) {
-                            Ok(()) => tracing::warn!("removed {}, left by a writer that died", lock.display()),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        self.remove_stale_lock(&lock)?;
                     } else if start.elapsed() > LOCK_WAIT {
                         return Err(err.into());
                     } else {
@@ -92,6 +88,30 @@ impl Store {
                 _ => return Err(err.into()),
             }
         }
+    }
+
+    /// Removes `lock` if it is still stale. Writers that find the same stale lock take turns
+    /// (an exclusive `flock` on one file of the store), and each looks at its age again: one
+    /// that removed it may have locked the ref anew, and that live lock must stay.
+    fn remove_stale_lock(&self, lock: &Path) -> Result<(), StoreError> {
+        use std::os::fd::AsRawFd;
+        let turn = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path().join("grove-stale-locks"))?;
+        // SAFETY: flock on a descriptor this function owns; released when `turn` is closed.
+        if unsafe { libc::flock(turn.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        if lock_age(lock).is_some_and(|age| age > STALE_LOCK) {
+            match std::fs::remove_file(lock) {
+                Ok(()) => tracing::warn!("removed {}, left by a writer that died", lock.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Lock files under `refs/` older than [`STALE_LOCK`]: left by writers that died. They
