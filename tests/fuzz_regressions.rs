@@ -19,20 +19,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Inputs (target, file name) that reproduce bugs in `src/` not fixed yet: the tests below skip
-/// them and `known_bugs` (ignored) runs them. Once a bug is fixed, drop its line here.
-const KNOWN_BUGS: &[(&str, &str)] = &[];
-
-/// A target's check of one input.
-type Check = fn(&[u8]);
-
-fn is_known_bug(target: &str, file: &Path) -> bool {
-    KNOWN_BUGS
-        .iter()
-        .any(|(t, name)| *t == target && file.file_name().is_some_and(|f| f == *name))
-}
-
-/// Runs every file in `fuzz/regressions/<target>/` but the known bugs through `check`; an empty
+/// Runs every file in `fuzz/regressions/<target>/` through `check`; an empty
 /// folder fails.
 fn run(target: &str, check: fn(&[u8])) {
     let dir = root().join("fuzz/regressions").join(target);
@@ -43,7 +30,6 @@ fn run(target: &str, check: fn(&[u8])) {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "{}: no regression inputs", dir.display());
-    files.retain(|f| !is_known_bug(target, f));
     failures(target, check, &files);
 }
 
@@ -93,31 +79,6 @@ fn cache_file() {
 #[test]
 fn upload() {
     run("upload", checks::upload);
-}
-
-/// The inputs of [`KNOWN_BUGS`], which fail until their bugs are fixed.
-#[test]
-#[ignore = "reproduces bugs in src/ not fixed yet (KNOWN_BUGS)"]
-fn known_bugs() {
-    let checks: [(&str, Check); 6] = [
-        ("nar", checks::nar),
-        ("narinfo", checks::narinfo),
-        ("export", checks::export),
-        ("range", checks::range),
-        ("cache_file", checks::cache_file),
-        ("upload", checks::upload),
-    ];
-    let failed: Vec<&str> = KNOWN_BUGS
-        .iter()
-        .filter(|(target, name)| {
-            let (_, check) = checks.iter().find(|(t, _)| t == target).expect("a known target");
-            let file = root().join("fuzz/regressions").join(target).join(name);
-            let data = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            panic::catch_unwind(AssertUnwindSafe(|| check(&data))).is_err()
-        })
-        .map(|(_, name)| *name)
-        .collect();
-    assert!(failed.is_empty(), "still failing: {failed:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

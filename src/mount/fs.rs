@@ -270,23 +270,8 @@ impl GroveFs {
         if want == 0 {
             return Ok(Vec::new());
         }
-        if !matches!(stream, Some((_, at)) if *at == offset) {
-            *stream = Some((self.read.blob_stream(oid, offset)?, offset));
-        }
         let mut out = Vec::with_capacity(want as usize);
-        if let Some((s, at)) = stream.as_mut() {
-            let read = std::io::Read::read_to_end(&mut std::io::Read::take(s, want), &mut out);
-            if read.is_err() || out.len() as u64 != want {
-                // A short read would look like the end of the file: fail it, and start afresh.
-                *stream = None;
-                read?;
-                return Err(StoreError::Corrupt(
-                    oid.to_string(),
-                    "blob shorter than its header".into(),
-                ));
-            }
-            *at += want;
-        }
+        self.read.read_streamed(stream, oid, offset, offset + want, &mut out)?;
         Ok(out)
     }
 

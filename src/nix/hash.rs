@@ -45,11 +45,6 @@ impl NarHash {
     pub fn to_nix32(&self) -> String {
         nix32_encode(&self.0)
     }
-
-    /// The digest as lowercase hex.
-    pub fn to_hex(&self) -> String {
-        data_encoding::HEXLOWER.encode(&self.0)
-    }
 }
 
 impl fmt::Display for NarHash {

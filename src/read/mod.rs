@@ -95,19 +95,9 @@ impl ReadPath {
         self
     }
 
-    /// The peers missing paths are fetched from, if any.
-    pub fn peers(&self) -> Option<&Arc<Peers>> {
-        self.peers.as_ref()
-    }
-
     /// The store's repository directory.
     pub fn store_dir(&self) -> &Path {
         &self.path
-    }
-
-    /// The signing key, if the store has one.
-    pub fn key(&self) -> Option<&SecretKey> {
-        self.key.as_ref()
     }
 
     /// The compression narinfo advertises and NARs are served in.
@@ -332,27 +322,45 @@ impl ReadPath {
                 }
                 return Ok(());
             }
-            if !matches!(&cursor.stream, Some((s, at)) if s.oid() == oid && *at == from) {
-                cursor.stream = Some((self.blob_stream(oid, from)?, from));
-            }
-            if let Some((s, at)) = cursor.stream.as_mut() {
-                let copied = std::io::copy(&mut std::io::Read::take(s, to - from), out);
-                match copied {
-                    Ok(n) if n == to - from => *at = to,
-                    // Where the stream is is unknown now: the next read opens a new one.
-                    Ok(_) => {
-                        cursor.stream = None;
-                        return Err(short(oid));
-                    }
-                    Err(e) => {
-                        cursor.stream = None;
-                        return Err(e.into());
-                    }
-                }
-            }
-            Ok::<_, StoreError>(())
+            self.read_streamed(&mut cursor.stream, oid, from, to, out)
         })?;
         Ok(out)
+    }
+
+    /// Writes bytes `from..to` of a blob through `stream`, which is kept where the read ended:
+    /// the next read from there goes on without inflating again; any other offset, or a read
+    /// that failed or came short, opens a new stream.
+    pub fn read_streamed(
+        &self,
+        stream: &mut Option<(BlobStream, u64)>,
+        oid: ObjectId,
+        from: u64,
+        to: u64,
+        out: &mut dyn Write,
+    ) -> Result<(), StoreError> {
+        if !matches!(stream, Some((s, at)) if s.oid() == oid && *at == from) {
+            *stream = Some((self.blob_stream(oid, from)?, from));
+        }
+        let Some((s, at)) = stream.as_mut() else {
+            return Ok(());
+        };
+        match std::io::copy(&mut std::io::Read::take(s, to - from), out) {
+            Ok(n) if n == to - from => {
+                *at = to;
+                Ok(())
+            }
+            Ok(_) => {
+                *stream = None;
+                Err(StoreError::Corrupt(
+                    oid.to_string(),
+                    "blob shorter than its header".into(),
+                ))
+            }
+            Err(e) => {
+                *stream = None;
+                Err(e.into())
+            }
+        }
     }
 
     /// The `.ls` listing of a path.

@@ -1,28 +1,15 @@
-//! `nix-store --export` streams into and out of the store (the format is in
-//! [`crate::nix::export`]).
+//! `nix-store --export` streams into the store (the format is in [`crate::nix::export`]; the
+//! read path writes them).
 
-use std::io::{Read, Write};
+use std::io::Read;
 
-use crate::nix::export::{self, ExportError, ExportReader};
+use crate::nix::export::{ExportError, ExportReader};
 use crate::nix::nar::NarError;
 use crate::nix::narinfo::PathInfo;
 use crate::nix::store_path::StorePath;
 
 use super::error::StoreError;
 use super::import::Importer;
-
-/// Writes one path of an export stream: its NAR comes from `nar`, which writes it to the
-/// writer it is given.
-pub fn write_path(
-    out: &mut dyn Write,
-    info: &PathInfo,
-    nar: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    export::write_header(out)?;
-    nar(out)?;
-    export::write_trailer(out, info)?;
-    Ok(())
-}
 
 /// Reads an export stream into `importer`, path by path, calling `progress` after each.
 /// Nothing becomes visible until the caller commits the importer.

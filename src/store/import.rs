@@ -187,11 +187,6 @@ impl Importer<'_> {
         self.stage(info, contents)
     }
 
-    /// Number of paths staged so far.
-    pub fn staged(&self) -> usize {
-        self.staged.len()
-    }
-
     /// Makes every staged path visible by creating its ref, references first (see
     /// [`super::refs`] for what an interruption leaves). A ref that appeared meanwhile is left as
     /// it is. Returns the paths added.

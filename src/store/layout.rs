@@ -85,14 +85,6 @@ impl NarLayout {
         Ok(())
     }
 
-    /// Approximate memory the layout takes.
-    pub fn weight(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| 16 + if let Segment::Syntax(b) = s { b.len() } else { 20 })
-            .sum()
-    }
-
     fn push(&mut self, segment: Segment) {
         if segment.is_empty() {
             return;
