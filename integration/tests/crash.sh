@@ -16,7 +16,7 @@ kill_9_during_add() {
     rm -rf "$s"; grove --store "$s" init >/dev/null 2>&1
     "$GROVE_BIN" --store "$s" add "$TOP" >/dev/null 2>&1 & local pid=$!
     sleep "$(awk -v w="$whole_ms" -v i="$i" 'BEGIN { printf "%.3f", w * (0.5 + i / 24) / 1000 }')"
-    kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     closure_safe "$s" || fail "a visible path lacks a reference after kill $i"
     local n; n=$(grove --store "$s" list | wc -l)
     ((n > 0 && n < 17)) && partial=$((partial + 1))
@@ -34,7 +34,7 @@ kill_9_during_upload() {
     start_grove CU "$s" "$WORK/crash-up.yaml"
     nix copy --to "$CU_URL" --option netrc-file "$WORK/crash-netrc" "$TOP" >/dev/null 2>&1 & local copy=$!
     sleep "$(awk -v i="$i" 'BEGIN { printf "%.2f", i * 0.3 }')"
-    kill -9 "$CU_PID" 2>/dev/null; wait "$CU_PID" 2>/dev/null || true
+    kill -9 "$CU_PID" 2>/dev/null || true; wait "$CU_PID" 2>/dev/null || true
     wait "$copy" 2>/dev/null || true
     closure_safe "$s" || fail "a visible path lacks a reference after kill $i"
   done
