@@ -28,7 +28,7 @@ use crate::nix::signing::SecretKey;
 use crate::nix::store_path::{parse_spec, StoreHash, StorePath};
 use crate::peers::Peers;
 use crate::store::layout::NarLayout;
-use crate::store::{BlobStream, Entry, ObjectId, Root, Store, StoreError};
+use crate::store::{BlobStream, Entry, ObjectId, PathIndex, Root, Store, StoreError};
 use byte_lru::ByteLru;
 
 /// How many signed narinfo texts are kept.
@@ -62,12 +62,15 @@ pub struct ReadPath {
     /// Blobs being inflated now: a second reader of the same blob waits for the first.
     loading: Mutex<HashMap<ObjectId, Arc<Mutex<()>>>>,
     peers: Option<Arc<Peers>>,
+    /// Every hash the store holds, so that misses never reach Git.
+    index: Mutex<PathIndex>,
 }
 
 impl ReadPath {
     /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
     pub fn open(path: &Path, key: Option<SecretKey>, compression: Compression) -> Result<Self, StoreError> {
         let first = Store::open(path)?;
+        let index = Mutex::new(first.path_index()?);
         Ok(ReadPath {
             path: path.to_path_buf(),
             handles: Mutex::new(vec![first]),
@@ -80,6 +83,7 @@ impl ReadPath {
             blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
             loading: Mutex::new(HashMap::new()),
             peers: None,
+            index,
         })
     }
 
@@ -132,13 +136,25 @@ impl ReadPath {
     /// [`crate::peers::VIA_HEADER`] value): a request that came from this Grove is answered
     /// from the store alone.
     pub fn entry_via(&self, hash: &StoreHash, via: &str) -> Result<Option<Entry>, StoreError> {
-        if let Some(entry) = self.with_store(|s| s.get(hash))? {
-            return Ok(Some(entry));
+        if self.may_hold(hash) {
+            if let Some(entry) = self.with_store(|s| s.get(hash))? {
+                return Ok(Some(entry));
+            }
         }
         match &self.peers {
             Some(peers) if peers.fetch(hash, via) => self.with_store(|s| s.get(hash)),
             _ => Ok(None),
         }
+    }
+
+    /// Whether the store may hold `hash`, from memory: `false` is certain.
+    pub fn may_hold(&self, hash: &StoreHash) -> bool {
+        self.index.lock().may_hold(hash)
+    }
+
+    /// Whether a request for a path the store lacks would go to peers.
+    pub fn reads_through(&self) -> bool {
+        self.peers.is_some()
     }
 
     /// The path a store path, base name or hash part names; one the store lacks is an error.

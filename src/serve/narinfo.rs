@@ -20,6 +20,8 @@ pub async fn get<B>(
 ) -> Result<Response<Body>, Reject> {
     let text = match server.read.cached_narinfo_text(&hash) {
         Some(t) => Some(t),
+        // Most requests are for paths the cache lacks: answered from memory, on this thread.
+        None if !server.read.may_hold(&hash) && !server.read.reads_through() => None,
         None => {
             let via = via(req);
             blocking(move || Ok(server.read.narinfo_text_via(&hash, &via)?)).await?

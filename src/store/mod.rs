@@ -10,13 +10,15 @@
 //!   same metadata is the same commit everywhere.
 //!
 //! Writes are atomic: an [`Importer`] writes objects as it parses and moves refs only in
-//! [`Importer::commit`], through the one ref transaction in [`refs`], so an error or a crash
-//! part-way leaves no new ref (only unreachable objects, which `git gc` prunes).
+//! [`Importer::commit`], through [`refs`] (references first, each ref atomically, announced to
+//! every process's [`index`] before), so an error or a crash part-way leaves no path without
+//! its references (only unreachable objects, which `git gc` prunes).
 
 pub mod adopt;
 mod error;
 pub mod export;
 pub mod import;
+pub mod index;
 pub mod layout;
 mod listing;
 pub mod names;
@@ -25,4 +27,5 @@ mod repo;
 
 pub use error::StoreError;
 pub use import::{Contents, Importer};
+pub use index::PathIndex;
 pub use repo::{BlobStream, Entry, Kind, ObjectId, Root, Store, NARINFO_ENTRY, OUT_ENTRY, REF_PREFIX};

@@ -43,6 +43,7 @@ impl Store {
     /// given: pass references before the paths that refer to them.
     pub fn create_refs(&self, refs: &[(StorePath, ObjectId)], message: &str) -> Result<RefOutcome, StoreError> {
         let mut outcome = RefOutcome::default();
+        self.announce(refs.iter().map(|(p, _)| p.hash()))?;
         for (path, oid) in refs {
             match self.create_ref(path, *oid, message)? {
                 Created::New => outcome.added.push(path.clone()),
