@@ -15,6 +15,8 @@
 //!     - { url: "http://peer:8080", trusted_public_keys: [ "peer-1:base64..." ], timeout_s: 10 }
 //!   negative_ttl_s: 60
 //!   remote_timeout_s: 30
+//!   follow: "http://primary:8080/git"   # a read replica of this primary (`grove serve` follows it)
+//!   follow_interval_s: 1
 //! server:
 //!   host: 127.0.0.1
 //!   port: 8080
@@ -84,6 +86,11 @@ pub struct StoreConfig {
     pub use_local_nix_daemon: bool,
     /// The ssh identity for builders and `ssh://` Git remotes.
     pub ssh_private_key_path: Option<PathBuf>,
+    /// A primary Grove (a Git URL, e.g. `http://primary:8080/git`) that `grove serve` keeps
+    /// this store in step with, as a read replica.
+    pub follow: Option<String>,
+    /// Seconds between two looks at the primary's new paths.
+    pub follow_interval_s: f64,
 }
 
 impl Default for StoreConfig {
@@ -99,11 +106,18 @@ impl Default for StoreConfig {
             builders: Vec::new(),
             use_local_nix_daemon: true,
             ssh_private_key_path: None,
+            follow: None,
+            follow_interval_s: 1.0,
         }
     }
 }
 
 impl StoreConfig {
+    /// How often a replica looks at its primary (at least every 10 ms).
+    pub fn follow_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.follow_interval_s.clamp(0.01, 86_400.0))
+    }
+
     /// The ssh identity, if one is set.
     pub fn ssh_key_path(&self) -> Option<PathBuf> {
         set_path(&self.ssh_private_key_path)

@@ -78,3 +78,14 @@ fn serve_finds_a_path_another_process_added() {
     assert_eq!(get(B).unwrap(), 200);
     assert!(Path::new(&dir).join(grove::store::index::PATHS_LOG).exists());
 }
+
+#[test]
+fn the_first_path_of_an_empty_store_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    Store::init(&dir).unwrap();
+    let read = ReadPath::open(&dir, None, Compression::None).unwrap();
+    assert!(!read.may_hold(&hash(A)));
+    import(&Store::open(&dir).unwrap(), A);
+    assert!(read.may_hold(&hash(A)));
+}

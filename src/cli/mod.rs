@@ -115,9 +115,16 @@ pub enum Command {
     /// Fetch every path a Git peer has (all of store.remotes without REMOTE). Paths this store
     /// has with other metadata are reported and kept as they are.
     Sync {
-        /// A Git URL or path (default: every store.remotes entry).
+        /// A Git URL or path (default: every store.remotes entry; with --follow, store.follow).
         #[arg(value_name = "REMOTE")]
         remote: Option<String>,
+        /// Keep following REMOTE as a read replica: after one whole sync, fetch the paths its
+        /// log announces, every --interval seconds, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between two looks at REMOTE with --follow (default: store.follow_interval_s).
+        #[arg(long, value_name = "SECONDS", requires = "follow")]
+        interval: Option<f64>,
     },
     /// Push paths with their closures to a Git peer (every path without PATH). Paths the peer
     /// has with other metadata are reported and left as they are: nothing is forced.
@@ -215,7 +222,14 @@ pub fn run(cli: Cli) -> Result<()> {
             mount::mount(reader(key)?, &dir, daemon)?
         }
         Command::Fetch { paths } => replicate::fetch(&store_path, &config, &paths)?,
-        Command::Sync { remote } => replicate::sync(&Store::open(&store_path)?, &config, remote)?,
+        Command::Sync {
+            remote, follow: false, ..
+        } => replicate::sync(&Store::open(&store_path)?, &config, remote)?,
+        Command::Sync {
+            remote,
+            follow: true,
+            interval,
+        } => replicate::follow(&Store::open(&store_path)?, &config, remote, interval)?,
         Command::Push { remote, paths } => replicate::push(&Store::open(&store_path)?, &config, &remote, &paths)?,
         Command::Serve { listen } => {
             let key = init_store(&store_path, &key_path, &config)?;
@@ -236,10 +250,13 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!(
                 "store: {} ({} paths); peers: {} Git remotes, {} upstreams",
                 store_path.display(),
-                read.list()?.len(),
+                read.known_paths(),
                 config.store.remotes.len(),
                 config.store.upstreams.len()
             );
+            if let Some(primary) = &config.store.follow {
+                replicate::follow_in_background(&store_path, &config, primary)?;
+            }
             serve::run(read, options, &addr, |bound| {
                 eprintln!("serving on http://{bound}; add these lines to nix.conf to use this cache:");
                 // Whoever started the server may have stopped reading: keep serving.

@@ -1,12 +1,15 @@
-//! `grove fetch`, `sync` and `push`: paths from and to peers.
+//! `grove fetch`, `sync` (and `sync --follow`, `store.follow`) and `push`: paths from and to peers.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::nix::store_path::parse_spec;
+use crate::peers::follow::{follow as follow_loop, Follower, Step};
 use crate::peers::git::GitRemote;
 use crate::peers::Peers;
 use crate::store::Store;
@@ -90,4 +93,67 @@ pub fn push(store: &Store, config: &Config, remote: &str, specs: &[String]) -> R
         pushed.conflicts.len()
     );
     Ok(())
+}
+
+/// `grove sync --follow`: a read replica of REMOTE (or store.follow) until interrupted.
+pub fn follow(store: &Store, config: &Config, remote: Option<String>, interval: Option<f64>) -> Result<()> {
+    let url = match remote.or_else(|| config.store.follow.clone()) {
+        Some(url) => url,
+        None => match config.store.remotes.as_slice() {
+            [one] => one.clone(),
+            _ => bail!("--follow needs REMOTE (or store.follow, or exactly one store.remotes entry)"),
+        },
+    };
+    let interval = match interval {
+        Some(s) if !(0.01..=86_400.0).contains(&s) => bail!("--interval must be between 0.01 and 86400 seconds"),
+        Some(s) => Duration::from_secs_f64(s),
+        None => config.store.follow_interval(),
+    };
+    // Interrupting is safe at any point (fetches land in quarantine; refs come last), so
+    // SIGINT and SIGTERM keep their default: the process ends, and git with it.
+    let never = AtomicBool::new(false);
+    let mut follower = Follower::new(&url, remote_timeout(config), config.store.ssh_key_path());
+    eprintln!("following {url} every {interval:?}; stop with Ctrl-C");
+    follow_loop(store, &mut follower, interval, &never, |step| print_step(&url, step));
+    Ok(())
+}
+
+/// `store.follow` under `grove serve`: a thread that keeps the store in step with `primary`.
+pub fn follow_in_background(store_path: &Path, config: &Config, primary: &str) -> Result<()> {
+    let store = Store::open(store_path)?;
+    let mut follower = Follower::new(primary, remote_timeout(config), config.store.ssh_key_path());
+    let interval = config.store.follow_interval();
+    let url = primary.to_string();
+    eprintln!("following {url} every {interval:?} (store.follow)");
+    std::thread::Builder::new()
+        .name("follow".into())
+        .spawn(move || {
+            let never = AtomicBool::new(false);
+            follow_loop(&store, &mut follower, interval, &never, |step| print_step(&url, step));
+        })
+        .context("cannot start the follower thread")?;
+    Ok(())
+}
+
+fn remote_timeout(config: &Config) -> Duration {
+    Duration::from_secs(config.store.remote_timeout_s.max(1))
+}
+
+fn print_step(url: &str, step: &Step) {
+    let a = &step.adopted;
+    for (path, ours, theirs) in &a.conflicts {
+        eprintln!("conflict: {path}: {url} has commit {theirs}, this store {ours}; kept this store's");
+    }
+    for (path, why) in &a.rejected {
+        eprintln!("refused: {path}: {why}");
+    }
+    eprintln!(
+        "{url}: {}{} new paths, {} present, {} conflicts, {} refused, {} announced but not there yet",
+        if step.whole { "whole sync: " } else { "" },
+        a.added.len(),
+        a.present,
+        a.conflicts.len(),
+        a.rejected.len(),
+        step.pending
+    );
 }

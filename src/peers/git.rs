@@ -8,7 +8,7 @@
 //! mismatch is reported and skipped. Pushes are never forced for the same reason.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,6 +65,34 @@ impl GitRemote {
         Ok(store.adopt_namespace(&ns, false)?)
     }
 
+    /// Fetches the paths `hashes` name, with their closures, in one fetch; hashes the peer
+    /// lacks are skipped. With protocol v2 the peer lists only the refs asked for (a
+    /// `ref-prefix` each), so the cost does not grow with the peer's size.
+    pub fn fetch_paths(&self, store: &Store, hashes: &[StoreHash]) -> Result<Adopted, PeerError> {
+        let ns = incoming_namespace();
+        // A refspec `refs/nix/<hash>*` matches the ref if it exists and is no error if it
+        // does not (a plain one fails the whole fetch); refspecs go on standard input, so a
+        // batch is not bounded by the argument list.
+        let specs: String = hashes
+            .iter()
+            .map(|h| format!("+{REF_PREFIX}{h}*:{ns}/{h}*\n"))
+            .collect();
+        self.clean_quarantine(store);
+        let args = [
+            "-c",
+            "protocol.version=2",
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--stdin",
+            "--",
+            &self.url,
+        ];
+        self.git_with_input(store.path(), &args, Some(specs.into_bytes()))?;
+        Ok(store.adopt_namespace(&ns, false)?)
+    }
+
     /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything:
     /// `added` are the paths pushed.
     pub fn push(&self, store: &Store, entries: &[Entry]) -> Result<RefOutcome, PeerError> {
@@ -104,11 +132,7 @@ impl GitRemote {
     /// Fetches `refspec` from the peer (objects checked by `fetch.fsckObjects`), after clearing
     /// quarantine refs that killed fetches left behind.
     fn fetch_into(&self, store: &Store, refspec: &str) -> Result<(), PeerError> {
-        match store.clean_quarantine() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("removed the quarantine refs of {n} fetches that were killed"),
-            Err(e) => tracing::warn!("cannot clear old quarantine refs: {e}"),
-        }
+        self.clean_quarantine(store);
         let args = [
             "fetch",
             "--no-tags",
@@ -121,8 +145,22 @@ impl GitRemote {
         self.git(store.path(), &args).map(drop)
     }
 
+    /// Removes quarantine refs that killed fetches left behind.
+    fn clean_quarantine(&self, store: &Store) {
+        match store.clean_quarantine() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed the quarantine refs of {n} fetches that were killed"),
+            Err(e) => tracing::warn!("cannot clear old quarantine refs: {e}"),
+        }
+    }
+
     /// Runs git in the store; returns its standard output, or its standard error as the error.
     fn git(&self, dir: &Path, args: &[&str]) -> Result<String, PeerError> {
+        self.git_with_input(dir, args, None)
+    }
+
+    /// [`GitRemote::git`] with `input` on git's standard input.
+    fn git_with_input(&self, dir: &Path, args: &[&str], input: Option<Vec<u8>>) -> Result<String, PeerError> {
         let mut cmd = Command::new("git");
         if let Some(key) = &self.ssh_key {
             // Git runs ssh through the shell: quote the path for it.
@@ -159,7 +197,7 @@ impl GitRemote {
             ])
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -167,6 +205,12 @@ impl GitRemote {
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(PeerError::Git(self.url.clone(), "git has no pipes".into()));
         };
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            // Fed from a thread: git may answer before it has read everything.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
         let out_reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stdout.read_to_string(&mut s);

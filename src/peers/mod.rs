@@ -6,6 +6,7 @@
 //! Nix asks for many paths a cache does not have.
 
 pub mod error;
+pub mod follow;
 pub mod git;
 pub mod http;
 mod parallel;

@@ -152,6 +152,11 @@ impl ReadPath {
         self.index.lock().may_hold(hash)
     }
 
+    /// How many paths the store holds (from the index: perhaps a few being added).
+    pub fn known_paths(&self) -> usize {
+        self.index.lock().len()
+    }
+
     /// Whether a request for a path the store lacks would go to peers.
     pub fn reads_through(&self) -> bool {
         self.peers.is_some()

@@ -2,7 +2,8 @@
 //!
 //! Routes, one file each: `/nix-cache-info` ([`cache_info`]), `/<hash>.narinfo` ([`narinfo`]),
 //! `/nar/<hash>.nar[.zst|.xz]` ([`nar`]), `/<hash>.ls` ([`listing`]), `PUT` of NARs and narinfo
-//! ([`upload`]) and the repository over Git smart HTTP under `/git/` ([`git`]). Tokens are
+//! ([`upload`]), the repository over Git smart HTTP under `/git/` ([`git`]) and the log of
+//! added paths that read replicas follow (`/git/grove-paths.log`, [`paths_log`]). Tokens are
 //! checked in [`auth`]; refusals map to statuses in [`error`]. Git work runs on tokio's
 //! blocking pool; bodies flow through bounded channels, so memory per request does not grow
 //! with the NAR.
@@ -15,6 +16,7 @@ mod git;
 mod listing;
 mod nar;
 mod narinfo;
+mod paths_log;
 pub mod pending;
 pub mod range;
 mod request;
@@ -137,6 +139,9 @@ impl Server {
                 .is_some_and(|w| auth::authorized(&req, Some(w)));
         if !may_read {
             return Err(Reject::Unauthorized);
+        }
+        if path == "git/grove-paths.log" && method != Method::POST {
+            return paths_log::get(self, &method, &req).await;
         }
         if is_git {
             return git::serve(self, req).await;

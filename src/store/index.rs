@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
@@ -110,6 +110,7 @@ pub struct PathIndex {
     seen: u64,
     generation: Generation,
     log: Option<File>,
+    log_path: PathBuf,
 }
 
 impl PathIndex {
@@ -143,6 +144,14 @@ impl PathIndex {
 
     /// Reads the records appended since the last read.
     fn read_log(&mut self) -> io::Result<()> {
+        if self.log.is_none() {
+            // No writer had announced anything when the index was built.
+            self.log = match File::open(&self.log_path) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+        }
         let Some(log) = &mut self.log else {
             return Ok(());
         };
@@ -182,27 +191,19 @@ impl Store {
     pub fn path_index(&self) -> Result<PathIndex, StoreError> {
         let generation = Generation::open(self.path())?;
         let seen = generation.load();
-        let log = match File::open(self.path().join(PATHS_LOG)) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
         let mut index = PathIndex {
             hashes: HashSet::new(),
             offset: 0,
             seen,
             generation,
-            log,
+            log: None,
+            log_path: self.path().join(PATHS_LOG),
         };
         index.read_log()?;
         for name in self.repo.references_glob(&format!("{REF_PREFIX}*"))?.names() {
             if let Some(h) = name?.strip_prefix(REF_PREFIX).and_then(|h| h.parse().ok()) {
                 index.hashes.insert(h);
             }
-        }
-        if index.log.is_none() {
-            // Created since by a writer? Then its records are read on the next miss.
-            index.log = File::open(self.path().join(PATHS_LOG)).ok();
         }
         Ok(index)
     }
@@ -229,14 +230,27 @@ impl Store {
         Ok(())
     }
 
-    /// The log's length now: a position to read new records from later.
-    pub fn paths_log_len(&self) -> Result<u64, StoreError> {
-        match std::fs::metadata(self.path().join(PATHS_LOG)) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+    /// Up to `max` bytes of the log from byte `from`, and the log's whole length (a store
+    /// that never announced a path has an empty log).
+    pub fn paths_log(&self, from: u64, max: usize) -> Result<(Vec<u8>, u64), StoreError> {
+        read_log_at(&self.path().join(PATHS_LOG), from, max)
     }
+}
+
+/// Up to `max` bytes of the log file at `path` from byte `from`, and its whole length.
+pub fn read_log_at(path: &Path, from: u64, max: usize) -> Result<(Vec<u8>, u64), StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    let mut out = Vec::new();
+    if from < len {
+        file.seek(SeekFrom::Start(from))?;
+        file.take(max as u64).read_to_end(&mut out)?;
+    }
+    Ok((out, len))
 }
 
 #[cfg(test)]
