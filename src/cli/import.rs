@@ -22,7 +22,7 @@ pub fn import_export(store: &Store, file: Option<&Path>) -> Result<()> {
     };
     let bar = progress::bar(0, false);
     let mut input = BufReader::with_capacity(1 << 18, input);
-    let mut imp = store.importer();
+    let mut imp = store.batch_importer();
     let paths = export::read(&mut imp, &mut input, |p| {
         bar.inc(1);
         bar.set_message(p.name().to_string());
@@ -34,7 +34,7 @@ pub fn import_export(store: &Store, file: Option<&Path>) -> Result<()> {
 pub fn import_cache(store: &Store, dir: &Path) -> Result<()> {
     let infos = sort_by_references(filecache::read_narinfos(dir)?, |n| &n.info);
     let bar = progress::bar(infos.len() as u64, false);
-    let mut imp = store.importer();
+    let mut imp = store.batch_importer();
     for ni in &infos {
         bar.set_message(ni.info.path.name().to_string());
         filecache::import_one(&mut imp, dir, ni)?;

@@ -1,10 +1,14 @@
 //! Writing paths into the store: NARs are parsed into Git objects as they stream in, checked
-//! against their metadata, staged as commits, and made visible together by one ref transaction.
+//! against their metadata, staged as commits, and made visible by their refs, references first.
+//! A batch importer ([`Store::batch_importer`]) writes its objects as packs (see
+//! [`super::pack`]); a plain one writes loose objects, visible at once, for contents written in
+//! one request and staged in a later one (uploads).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 
-use git2::{FileMode, ObjectType, Repository};
+use git2::ObjectType;
 
 use crate::nix::compression::Compression;
 use crate::nix::hash::{HashingReader, NarHash};
@@ -14,6 +18,8 @@ use crate::nix::store_path::{StoreHash, StorePath};
 
 use super::error::{check_nar, StoreError};
 use super::names::escape_name;
+use super::objects::{commit_bytes, tree_bytes, Target};
+use super::pack::PackSink;
 use super::repo::{Kind, ObjectId, Root, Store, NARINFO_ENTRY, OUT_ENTRY, STREAM_BLOB_THRESHOLD};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -47,15 +53,29 @@ pub struct Importer<'s> {
     staged: Vec<(StorePath, ObjectId)>,
     /// Where each staged path is in `staged`.
     index: HashMap<StoreHash, usize>,
+    /// New objects on their way into packs, for a batch importer.
+    pack: Option<RefCell<PackSink>>,
 }
 
 impl Store {
     /// Starts a batch of imports; nothing is visible until [`Importer::commit`].
+    /// Objects are written loose, each visible at once (see [`Store::batch_importer`]).
     pub fn importer(&self) -> Importer<'_> {
         Importer {
             store: self,
             staged: Vec::new(),
             index: HashMap::new(),
+            pack: None,
+        }
+    }
+
+    /// Starts a batch of imports whose objects are written as packs: much faster for many
+    /// small paths, but the objects exist only once [`Importer::commit`] (or
+    /// [`Importer::flush`]) has run.
+    pub fn batch_importer(&self) -> Importer<'_> {
+        Importer {
+            pack: Some(RefCell::new(PackSink::default())),
+            ..self.importer()
         }
     }
 }
@@ -83,9 +103,31 @@ impl Importer<'_> {
         }
     }
 
+    /// The repository directory of the store this importer writes to.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
+    /// Where this importer's objects go.
+    fn target(&self) -> Target<'_> {
+        match &self.pack {
+            Some(sink) => Target::Pack(&self.store.repo, sink),
+            None => Target::Loose(&self.store.repo),
+        }
+    }
+
+    /// Makes the objects written so far exist in the repository (a batch importer holds them
+    /// back until then).
+    pub fn flush(&self) -> Result<()> {
+        match &self.pack {
+            Some(sink) => sink.borrow_mut().flush(&self.store.repo),
+            None => Ok(()),
+        }
+    }
+
     /// Parses a NAR from `nar` (reading exactly its bytes) into Git objects.
     pub fn write_contents(&self, nar: &mut dyn Read) -> Result<Contents> {
-        let mut w = GitWriter { repo: &self.store.repo };
+        let mut w = GitWriter { target: self.target() };
         let (root, nar_hash, nar_size) = nar::parse(nar, &mut w)?;
         Ok(Contents {
             root,
@@ -152,14 +194,12 @@ impl Importer<'_> {
         if self.has(path)? {
             return Ok(false);
         }
-        let repo = &self.store.repo;
         let mut parents = Vec::new();
         for r in info.other_references() {
-            let oid = self.commit_of(r)?.ok_or_else(|| StoreError::MissingReference {
+            parents.push(self.commit_of(r)?.ok_or_else(|| StoreError::MissingReference {
                 path: path.clone(),
                 reference: r.clone(),
-            })?;
-            parents.push(repo.find_commit(oid)?);
+            })?);
         }
         let meta = NarInfo {
             info: info.clone(),
@@ -168,14 +208,18 @@ impl Importer<'_> {
             file_hash: None,
             file_size: None,
         };
-        let meta_oid = repo.blob(meta.render().as_bytes())?;
-        let mut tb = repo.treebuilder(None)?;
-        tb.insert(NARINFO_ENTRY, meta_oid, FileMode::Blob.into())?;
-        tb.insert(OUT_ENTRY, contents.root.oid, contents.root.kind.mode().into())?;
-        let tree = repo.find_tree(tb.write()?)?;
-        let sig = git2::Signature::new("grove", "grove@localhost", &git2::Time::new(1, 0))?;
-        let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
-        let commit = repo.commit(None, &sig, &sig, &format!("{path}\n"), &tree, &parent_refs)?;
+        let target = self.target();
+        let meta_oid = target.write(ObjectType::Blob, meta.render().as_bytes())?;
+        let meta_root = Root {
+            kind: Kind::Regular,
+            oid: meta_oid,
+        };
+        let tree = tree_bytes(vec![
+            (NARINFO_ENTRY.as_bytes().to_vec(), meta_root),
+            (OUT_ENTRY.as_bytes().to_vec(), contents.root),
+        ]);
+        let tree = target.write(ObjectType::Tree, &tree)?;
+        let commit = target.write(ObjectType::Commit, &commit_bytes(tree, &parents, &format!("{path}\n")))?;
         self.index.insert(path.hash(), self.staged.len());
         self.staged.push((path.clone(), commit));
         Ok(true)
@@ -191,6 +235,7 @@ impl Importer<'_> {
     /// [`super::refs`] for what an interruption leaves). A ref that appeared meanwhile is left as
     /// it is. Returns the paths added.
     pub fn commit(self) -> Result<Vec<StorePath>> {
+        self.flush()?;
         let outcome = self.store.create_refs(&self.staged, "grove: add")?;
         for (path, _, _) in &outcome.conflicts {
             tracing::warn!("{path} was added concurrently with other metadata; keeping the existing entry");
@@ -295,12 +340,19 @@ fn disk_full_or(dir: &std::path::Path, e: io::Error) -> io::Error {
 
 /// Writes NAR nodes as Git objects.
 struct GitWriter<'r> {
-    repo: &'r Repository,
+    target: Target<'r>,
 }
 
 impl GitWriter<'_> {
     fn sink(e: git2::Error) -> NarError {
         NarError::Sink(format!("git: {}", e.message()))
+    }
+
+    fn store(e: StoreError) -> NarError {
+        match e {
+            StoreError::Io(io) => NarError::Io(io),
+            e => NarError::Sink(e.to_string()),
+        }
     }
 }
 
@@ -312,12 +364,14 @@ impl NarVisitor for GitWriter<'_> {
         let oid = if size <= STREAM_BLOB_THRESHOLD {
             let mut buf = Vec::with_capacity(size as usize);
             contents.read_to_end(&mut buf)?;
-            self.repo.blob(&buf).map_err(Self::sink)?
+            self.target.write(ObjectType::Blob, &buf).map_err(Self::store)?
         } else {
-            let odb = self.repo.odb().map_err(Self::sink)?;
+            // Streamed into a loose object: a pack entry would hold the whole blob in memory.
+            let repo = self.target.repo();
+            let odb = repo.odb().map_err(Self::sink)?;
             let mut w = odb.writer(size as usize, ObjectType::Blob).map_err(Self::sink)?;
             // libgit2's stream says only "Write error": tell a full disk by looking at it.
-            io::copy(contents, &mut w).map_err(|e| disk_full_or(self.repo.path(), e))?;
+            io::copy(contents, &mut w).map_err(|e| disk_full_or(repo.path(), e))?;
             w.finalize().map_err(Self::sink)?
         };
         Ok(Root { kind, oid })
@@ -326,19 +380,21 @@ impl NarVisitor for GitWriter<'_> {
     fn symlink(&mut self, target: &[u8]) -> Result<Root, NarError> {
         Ok(Root {
             kind: Kind::Symlink,
-            oid: self.repo.blob(target).map_err(Self::sink)?,
+            oid: self.target.write(ObjectType::Blob, target).map_err(Self::store)?,
         })
     }
 
     fn directory(&mut self, entries: Vec<(Vec<u8>, Root)>) -> Result<Root, NarError> {
-        let mut tb = self.repo.treebuilder(None).map_err(Self::sink)?;
-        for (name, child) in entries {
-            tb.insert(escape_name(&name), child.oid, child.kind.mode().into())
-                .map_err(Self::sink)?;
-        }
+        let entries = entries
+            .into_iter()
+            .map(|(name, child)| (escape_name(&name), child))
+            .collect();
         Ok(Root {
             kind: Kind::Directory,
-            oid: tb.write().map_err(Self::sink)?,
+            oid: self
+                .target
+                .write(ObjectType::Tree, &tree_bytes(entries))
+                .map_err(Self::store)?,
         })
     }
 }

@@ -22,6 +22,8 @@ pub mod index;
 pub mod layout;
 mod listing;
 pub mod names;
+mod objects;
+mod pack;
 pub mod refs;
 mod repo;
 
