@@ -71,7 +71,13 @@ enum Handle {
     /// ended, so sequential reads inflate it once and memory stays bounded.
     Large(ObjectId, u64, Arc<Mutex<Option<(BlobStream, u64)>>>),
     Nar(Box<Entry>, Arc<Mutex<NarCursor>>),
+    /// A listing of one of the top directories, taken when it was opened: the kernel reads a
+    /// large directory in many calls, and each continues the same listing.
+    Dir(Arc<Vec<DirEntry>>),
 }
+
+/// A directory entry: inode, type, name.
+type DirEntry = (u64, FileType, Vec<u8>);
 
 /// The file system.
 pub struct GroveFs {
@@ -219,7 +225,7 @@ impl GroveFs {
     }
 
     /// The entries of a directory, `.` and `..` first.
-    fn list(&self, ino: u64, node: &Node) -> Result<Vec<(u64, FileType, Vec<u8>)>, StoreError> {
+    fn list(&self, ino: u64, node: &Node) -> Result<Vec<DirEntry>, StoreError> {
         let mut out = vec![
             (ino, FileType::Directory, b".".to_vec()),
             (ROOT, FileType::Directory, b"..".to_vec()),
@@ -393,6 +399,7 @@ impl Filesystem for GroveFs {
                     Err(e) => reply.error(eio(e)),
                 }
             }
+            Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::EBADF),
         }
     }
@@ -424,10 +431,40 @@ impl Filesystem for GroveFs {
         } else {
             FopenFlags::empty()
         };
-        reply.opened(FileHandle(0), flags);
+        if ino.0 > NARINFO_DIR {
+            return reply.opened(FileHandle(0), flags);
+        }
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.list(ino.0, &node) {
+            Ok(entries) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.handles.lock().insert(fh, Handle::Dir(Arc::new(entries)));
+                reply.opened(FileHandle(fh), flags);
+            }
+            Err(e) => reply.error(eio(e)),
+        }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: fuser::ReplyEmpty) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let taken = match self.handles.lock().get(&fh.0) {
+            Some(Handle::Dir(entries)) => Some(entries.clone()),
+            _ => None,
+        };
+        if let Some(entries) = taken {
+            for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                    break;
+                }
+            }
+            return reply.ok();
+        }
         let Some(node) = self.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
