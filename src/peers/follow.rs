@@ -9,7 +9,8 @@
 //!
 //! The primary announces a path before its ref exists, so a path may be read from the log
 //! before it can be fetched: it is asked for again on the next steps, for up to
-//! [`PENDING_FOR`], after which the primary's writer is taken to have failed.
+//! [`PENDING_FOR`], after which the primary's writer is taken to have failed. A whole sync
+//! still runs every [`WHOLE_SYNC_EVERY`], for paths that reached the primary unannounced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,10 @@ const PENDING_FOR: Duration = Duration::from_secs(120);
 
 /// Above this many new paths in one step, one whole sync is cheaper than naming each.
 const WHOLE_SYNC_ABOVE: usize = 20_000;
+
+/// How often a whole sync runs anyway: it finds paths the primary got without announcing them
+/// (a `git push` into it), and costs a listing of the primary's refs.
+const WHOLE_SYNC_EVERY: Duration = Duration::from_secs(600);
 
 /// How much of the log one step reads.
 const LOG_PART: usize = 4 << 20;
@@ -64,6 +69,8 @@ pub struct Follower {
     /// Where the next step reads the primary's log; `None` until a whole sync.
     offset: Option<u64>,
     pending: Vec<(StoreHash, Instant)>,
+    /// When the last whole sync ran.
+    last_whole: Option<Instant>,
 }
 
 impl Follower {
@@ -94,6 +101,7 @@ impl Follower {
             log,
             offset: None,
             pending: Vec::new(),
+            last_whole: None,
         }
     }
 
@@ -105,7 +113,8 @@ impl Follower {
     /// Brings the store up to date with the primary: a whole sync the first time (and when the
     /// primary's log was replaced), the paths its log gained since the last step afterwards.
     pub fn step(&mut self, store: &Store) -> Result<Step, PeerError> {
-        let Some(offset) = self.offset else {
+        let due = self.last_whole.is_none_or(|t| t.elapsed() > WHOLE_SYNC_EVERY);
+        let Some(offset) = self.offset.filter(|_| !due) else {
             return self.whole_sync(store);
         };
         let (bytes, len) = self.read_log(offset)?;
@@ -165,6 +174,7 @@ impl Follower {
         let adopted = self.remote.sync(store)?;
         self.offset = len;
         self.pending.clear();
+        self.last_whole = Some(Instant::now());
         Ok(Step {
             adopted,
             whole: true,

@@ -25,6 +25,9 @@ use super::error::PeerError;
 /// How many refspecs one `git push` gets.
 const PUSH_BATCH: usize = 1000;
 
+/// How many paths one fetch of a sync asks for (each batch is adopted before the next).
+const FETCH_BATCH: usize = 50_000;
+
 /// A Git peer.
 pub struct GitRemote {
     url: String,
@@ -58,11 +61,59 @@ impl GitRemote {
         }
     }
 
-    /// Fetches every path the peer has.
+    /// Fetches every path the peer has that this store lacks (or holds as another commit):
+    /// the peer's refs are listed, compared with the store's, and only the differing ones are
+    /// fetched, by name. Neither the fetch nor the quarantine grows with the paths both have.
     pub fn sync(&self, store: &Store) -> Result<Adopted, PeerError> {
-        let ns = incoming_namespace();
-        self.fetch_into(store, &format!("+{REF_PREFIX}*:{ns}/*"))?;
-        Ok(store.adopt_namespace(&ns, false)?)
+        let mut wanted = Vec::new();
+        let mut present = 0;
+        for (hash, oid) in self.list_refs(store)? {
+            if store.commit_of_ref(&hash)? == Some(oid) {
+                present += 1;
+            } else {
+                wanted.push(hash);
+            }
+        }
+        let mut adopted = Adopted {
+            present,
+            ..Adopted::default()
+        };
+        for batch in wanted.chunks(FETCH_BATCH) {
+            let a = self.fetch_paths(store, batch)?;
+            adopted.added.extend(a.added);
+            adopted.present += a.present;
+            adopted.conflicts.extend(a.conflicts);
+            adopted.rejected.extend(a.rejected);
+        }
+        Ok(adopted)
+    }
+
+    /// The peer's store paths: hash and commit of each `refs/nix/` ref.
+    fn list_refs(&self, store: &Store) -> Result<Vec<(StoreHash, ObjectId)>, PeerError> {
+        let listing = self.git(
+            store.path(),
+            &[
+                "-c",
+                "protocol.version=2",
+                "ls-remote",
+                "--refs",
+                "--",
+                &self.url,
+                &format!("{REF_PREFIX}*"),
+            ],
+        )?;
+        let mut out = Vec::new();
+        for line in listing.lines() {
+            let parsed = line.split_once('\t').and_then(|(oid, name)| {
+                let hash = name.strip_prefix(REF_PREFIX)?.parse().ok()?;
+                Some((hash, ObjectId::from_str(oid).ok()?))
+            });
+            match parsed {
+                Some(p) => out.push(p),
+                None => tracing::warn!("{}: ignoring ref line '{line}'", self.url),
+            }
+        }
+        Ok(out)
     }
 
     /// Fetches the paths `hashes` name, with their closures, in one fetch; hashes the peer

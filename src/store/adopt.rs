@@ -1,9 +1,10 @@
 //! Adopting paths a `git fetch` brought into a quarantine namespace (`refs/grove/incoming/…`):
 //! each new commit is read back, its parents checked to be exactly its references' commits and
 //! its NAR re-hashed against its NarHash; only then do the good ones get `refs/nix/<hash>`
-//! refs, through the one ref transaction. A ref that exists with another commit is never moved.
+//! refs, references first (see [`super::refs`]). A ref that exists with another commit is never
+//! moved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use crate::nix::store_path::StorePath;
@@ -87,18 +88,12 @@ impl Store {
     /// Adopts the commits reachable from `tips` (see the module docs).
     fn adopt(&self, tips: Vec<ObjectId>, all_or_nothing: bool) -> Result<Adopted, StoreError> {
         let mut report = Adopted::default();
-        let mut walk = self.repo.revwalk()?;
-        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
-        for tip in &tips {
-            walk.push(*tip)?;
-        }
-        // Commits the store's refs reach are already checked.
-        walk.hide_glob(&format!("{REF_PREFIX}*"))?;
         let mut good: BTreeMap<ObjectId, StorePath> = BTreeMap::new();
         let mut bad: BTreeSet<ObjectId> = BTreeSet::new();
         let mut adopt_refs: Vec<(StorePath, ObjectId)> = Vec::new();
-        for oid in walk {
-            let oid = oid?;
+        let (order, known_tips) = self.new_commits(&tips)?;
+        report.present += known_tips;
+        for oid in order {
             match self.check_commit(oid, &good, &bad) {
                 Ok(entry) => {
                     let path = entry.info.path.clone();
@@ -121,17 +116,67 @@ impl Store {
                 }
             }
         }
-        for tip in &tips {
-            if self.repo.revparse_single(&tip.to_string()).is_ok() && !good.contains_key(tip) && !bad.contains(tip) {
-                // Reachable from the store's refs: present already.
-                report.present += 1;
-            }
-        }
         let outcome = self.create_refs(&adopt_refs, "grove: fetch from peer")?;
         report.added = outcome.added;
         report.present += outcome.present;
         report.conflicts.extend(outcome.conflicts);
         Ok(report)
+    }
+
+    /// The commits reachable from `tips` that the store does not hold as the commit of its
+    /// path's ref, references before the paths that refer to them; and how many tips it holds.
+    /// The walk stops at commits the store holds, so its cost is the new commits, not the
+    /// store's size (a walk that hides every ref of the store first costs that many refs,
+    /// and libgit2 sorts them by date, which is the same for every Grove commit).
+    fn new_commits(&self, tips: &[ObjectId]) -> Result<(Vec<ObjectId>, usize), StoreError> {
+        let mut seen: HashSet<ObjectId> = HashSet::new();
+        let mut order = Vec::new();
+        let mut known_tips = 0;
+        let mut stack: Vec<(ObjectId, bool)> = tips.iter().rev().map(|t| (*t, false)).collect();
+        while let Some((oid, expanded)) = stack.pop() {
+            if expanded {
+                order.push(oid);
+                continue;
+            }
+            if !seen.insert(oid) {
+                continue;
+            }
+            if self.holds_commit(oid) {
+                if tips.contains(&oid) {
+                    known_tips += 1;
+                }
+                continue;
+            }
+            stack.push((oid, true));
+            // A commit that cannot be read is reported when it is checked.
+            if let Ok(parents) = self.parents(oid) {
+                stack.extend(
+                    parents
+                        .into_iter()
+                        .rev()
+                        .filter(|p| !seen.contains(p))
+                        .map(|p| (p, false)),
+                );
+            }
+        }
+        Ok((order, known_tips))
+    }
+
+    /// Whether `oid` is the commit of its path's ref here (found by the path its message names).
+    fn holds_commit(&self, oid: ObjectId) -> bool {
+        let Ok(commit) = self.repo.find_commit(oid) else {
+            return false;
+        };
+        let first = commit.message_bytes().split(|b| *b == b'\n').next().unwrap_or_default();
+        let Some(path) = std::str::from_utf8(first)
+            .ok()
+            .and_then(|s| s.parse::<StorePath>().ok())
+        else {
+            return false;
+        };
+        self.repo
+            .refname_to_id(&format!("{REF_PREFIX}{}", path.hash()))
+            .is_ok_and(|local| local == oid)
     }
 
     /// Checks one fetched commit: Grove's layout, parents that are exactly its references'

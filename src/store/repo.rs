@@ -144,6 +144,15 @@ impl Store {
         Ok(Some(entry))
     }
 
+    /// The commit `refs/nix/<hash>` points at, if the ref exists (nothing else is read).
+    pub fn commit_of_ref(&self, hash: &StoreHash) -> Result<Option<ObjectId>> {
+        match self.repo.refname_to_id(&format!("{REF_PREFIX}{hash}")) {
+            Ok(oid) => Ok(Some(oid)),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Like [`Store::get`] for a store path, base name or hash part; a missing path is an error.
     pub fn require(&self, spec: &str) -> Result<Entry> {
         let hash = parse_spec(spec)?;
