@@ -17,6 +17,7 @@
 //!   remote_timeout_s: 30
 //!   follow: "http://primary:8080/git"   # a read replica of this primary (`grove serve` follows it)
 //!   follow_interval_s: 1
+//!   repack_interval_s: 600               # how often `grove serve` checks whether to repack
 //! server:
 //!   host: 127.0.0.1
 //!   port: 8080
@@ -91,6 +92,9 @@ pub struct StoreConfig {
     pub follow: Option<String>,
     /// Seconds between two looks at the primary's new paths.
     pub follow_interval_s: f64,
+    /// Seconds between two checks by `grove serve` of whether the repository needs packing
+    /// (more than 6700 loose objects or 50 packs); 0 never checks.
+    pub repack_interval_s: u64,
 }
 
 impl Default for StoreConfig {
@@ -108,6 +112,7 @@ impl Default for StoreConfig {
             ssh_private_key_path: None,
             follow: None,
             follow_interval_s: 1.0,
+            repack_interval_s: 600,
         }
     }
 }

@@ -35,7 +35,10 @@ fn a_path_added_by_another_handle_is_seen_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     import(&Store::init(&dir).unwrap(), A);
-    let read = ReadPath::open(&dir, None, Compression::None).unwrap();
+    let read = ReadPath::open(&dir, None, Compression::None)
+        .unwrap()
+        .with_index()
+        .unwrap();
     assert!(read.may_hold(&hash(A)));
     assert!(!read.may_hold(&hash(B)));
     assert!(read.entry(&hash(B)).unwrap().is_none());
@@ -84,8 +87,41 @@ fn the_first_path_of_an_empty_store_is_seen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     Store::init(&dir).unwrap();
-    let read = ReadPath::open(&dir, None, Compression::None).unwrap();
+    let read = ReadPath::open(&dir, None, Compression::None)
+        .unwrap()
+        .with_index()
+        .unwrap();
     assert!(!read.may_hold(&hash(A)));
     import(&Store::open(&dir).unwrap(), A);
     assert!(read.may_hold(&hash(A)));
+}
+
+#[test]
+fn a_repack_while_a_batch_is_staged_keeps_its_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::init(&dir).unwrap();
+    import(&store, A);
+    // A batch whose objects are packed but whose ref does not exist yet...
+    let mut batch = store.batch_importer();
+    let contents = batch
+        .write_contents(&mut file_nar(b"staged while repacking").as_slice())
+        .unwrap();
+    batch.flush().unwrap();
+    // ...survives a full repack, which drops nothing unreachable (it turns it loose).
+    store.repack(true).unwrap();
+    let info = grove::nix::narinfo::PathInfo {
+        path: B.parse().unwrap(),
+        nar_hash: contents.nar_hash,
+        nar_size: contents.nar_size,
+        references: Default::default(),
+        deriver: None,
+        ca: None,
+        sigs: Vec::new(),
+    };
+    batch.stage(&info, contents).unwrap();
+    batch.commit().unwrap();
+    let out = grove_on(&dir, &["verify"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(store.object_counts().unwrap().packs, 2);
 }

@@ -12,7 +12,7 @@ mod verify;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -93,6 +93,9 @@ pub enum Command {
         #[command(subcommand)]
         which: KeyCommand,
     },
+    /// Repack the repository: every object into one pack with a wide delta search (Git's
+    /// own `git repack`), and the refs into packed-refs. Safe while serving.
+    Repack,
     /// Re-hash every path from Git and compare it with its recorded NarHash and NarSize.
     Verify,
     /// Mount the store read-only with FUSE: DIR/<hash>-<name> for every path, DIR/.nar/<hash>.nar
@@ -210,6 +213,16 @@ pub fn run(cli: Cli) -> Result<()> {
             which: KeyCommand::Public,
         } => println!("{}", load_key(&key_path)?.public()),
         Command::Verify => verify::verify(&Store::open(&store_path)?)?,
+        Command::Repack => {
+            let store = Store::open(&store_path)?;
+            let before = store.object_counts()?;
+            store.repack(true)?;
+            let after = store.object_counts()?;
+            eprintln!(
+                "repacked: {} loose objects and {} packs ({} bytes) -> {} loose objects and {} packs ({} bytes)",
+                before.loose, before.packs, before.bytes, after.loose, after.packs, after.bytes
+            );
+        }
         Command::Mount { dir, daemon } => {
             Store::open(&store_path)?;
             let key = match load_key(&key_path) {
@@ -219,7 +232,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     None
                 }
             };
-            mount::mount(reader(key)?, &dir, daemon)?
+            mount::mount(reader(key)?.with_index()?, &dir, daemon)?
         }
         Command::Fetch { paths } => replicate::fetch(&store_path, &config, &paths)?,
         Command::Sync {
@@ -246,14 +259,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("uploads are disabled: set server.write_token (a non-empty token) to allow them");
             }
             let public = key.public();
-            let read = reader(Some(key))?.with_nar_cache(server.nar_cache_mib << 20);
+            let read = reader(Some(key))?
+                .with_nar_cache(server.nar_cache_mib << 20)
+                .with_index()?;
             eprintln!(
                 "store: {} ({} paths); peers: {} Git remotes, {} upstreams",
                 store_path.display(),
-                read.known_paths(),
+                read.known_paths()?,
                 config.store.remotes.len(),
                 config.store.upstreams.len()
             );
+            if config.store.repack_interval_s > 0 {
+                repack_in_background(&store_path, config.store.repack_interval_s)?;
+            }
             if let Some(primary) = &config.store.follow {
                 replicate::follow_in_background(&store_path, &config, primary)?;
             }
@@ -267,6 +285,24 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// `grove serve`'s maintenance: every `interval_s` seconds, packs loose objects or repacks
+/// when the repository has outgrown Git's own thresholds.
+fn repack_in_background(store_path: &std::path::Path, interval_s: u64) -> Result<()> {
+    let store = Store::open(store_path)?;
+    std::thread::Builder::new()
+        .name("repack".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(interval_s));
+            match store.repack_if_due() {
+                Ok(Some(what)) => tracing::info!("maintenance: {what}"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("maintenance: {e}"),
+            }
+        })
+        .context("cannot start the maintenance thread")?;
     Ok(())
 }
 

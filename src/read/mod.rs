@@ -62,15 +62,15 @@ pub struct ReadPath {
     /// Blobs being inflated now: a second reader of the same blob waits for the first.
     loading: Mutex<HashMap<ObjectId, Arc<Mutex<()>>>>,
     peers: Option<Arc<Peers>>,
-    /// Every hash the store holds, so that misses never reach Git.
-    index: Mutex<PathIndex>,
+    /// Every hash the store holds, so that misses never reach Git (long-running front ends
+    /// only: building it reads every ref).
+    index: Option<Mutex<PathIndex>>,
 }
 
 impl ReadPath {
     /// Opens the store at `path`; narinfo is signed with `key` and advertises `compression`.
     pub fn open(path: &Path, key: Option<SecretKey>, compression: Compression) -> Result<Self, StoreError> {
         let first = Store::open(path)?;
-        let index = Mutex::new(first.path_index()?);
         Ok(ReadPath {
             path: path.to_path_buf(),
             handles: Mutex::new(vec![first]),
@@ -83,7 +83,7 @@ impl ReadPath {
             blobs: Mutex::new(ByteLru::new(DEFAULT_BLOB_CACHE)),
             loading: Mutex::new(HashMap::new()),
             peers: None,
-            index,
+            index: None,
         })
     }
 
@@ -91,6 +91,14 @@ impl ReadPath {
     pub fn with_nar_cache(self, bytes: usize) -> Self {
         self.nars.lock().set_budget(bytes);
         self
+    }
+
+    /// Keeps an index of every hash the store holds in memory, so that a path the store lacks
+    /// is answered without Git (for servers: building it reads every ref once).
+    pub fn with_index(mut self) -> Result<Self, StoreError> {
+        let index = self.with_store(|s| s.path_index())?;
+        self.index = Some(Mutex::new(index));
+        Ok(self)
     }
 
     /// Fetches paths the store lacks from `peers` (unless there are none).
@@ -149,12 +157,16 @@ impl ReadPath {
 
     /// Whether the store may hold `hash`, from memory: `false` is certain.
     pub fn may_hold(&self, hash: &StoreHash) -> bool {
-        self.index.lock().may_hold(hash)
+        self.index.as_ref().is_none_or(|i| i.lock().may_hold(hash))
     }
 
-    /// How many paths the store holds (from the index: perhaps a few being added).
-    pub fn known_paths(&self) -> usize {
-        self.index.lock().len()
+    /// How many paths the store holds (from the index if there is one: perhaps a few being
+    /// added).
+    pub fn known_paths(&self) -> Result<usize, StoreError> {
+        match &self.index {
+            Some(i) => Ok(i.lock().len()),
+            None => Ok(self.list()?.len()),
+        }
     }
 
     /// Whether a request for a path the store lacks would go to peers.

@@ -21,6 +21,7 @@ pub mod import;
 pub mod index;
 pub mod layout;
 mod listing;
+pub mod maintain;
 pub mod names;
 mod objects;
 mod pack;

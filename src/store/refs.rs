@@ -17,6 +17,9 @@ use super::repo::{ObjectId, Store, REF_PREFIX};
 /// A ref's lock file older than this was left by a dead writer.
 pub const STALE_LOCK: Duration = Duration::from_secs(10);
 
+/// A batch that adds this many refs packs the store's refs afterwards.
+const PACK_REFS_AFTER: usize = 1000;
+
 /// How long a writer waits for another's lock on the same ref before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -49,6 +52,12 @@ impl Store {
                 Created::New => outcome.added.push(path.clone()),
                 Created::Present => outcome.present += 1,
                 Created::Conflict(existing) => outcome.conflicts.push((path.clone(), existing, *oid)),
+            }
+        }
+        if outcome.added.len() >= PACK_REFS_AFTER {
+            // A file per ref costs a disk block each and a directory of a million entries.
+            if let Err(e) = self.pack_refs() {
+                tracing::warn!("cannot pack the refs: {e}");
             }
         }
         Ok(outcome)
