@@ -79,6 +79,9 @@ enum Handle {
 /// A directory entry: inode, type, name.
 type DirEntry = (u64, FileType, Vec<u8>);
 
+/// The largest read asked for: 256 pages, the kernel's limit for FUSE.
+const LARGE_READ: u32 = 1 << 20;
+
 /// The file system.
 pub struct GroveFs {
     read: Arc<ReadPath>,
@@ -295,6 +298,13 @@ impl Filesystem for GroveFs {
         // Without this the kernel serialises lookups in a directory: one lookup waiting on a
         // slow peer would hold up every other lookup in the root.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Large reads: the kernel asks for up to 1 MiB at once (its request size follows the
+        // larger of these two; the store is read-only, so no write ever comes) and reads
+        // ahead as far as it allows.
+        let _ = config.set_max_write(LARGE_READ);
+        if let Err(most) = config.set_max_readahead(LARGE_READ) {
+            let _ = config.set_max_readahead(most);
+        }
         Ok(())
     }
 
