@@ -204,10 +204,16 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::List => {
             let mut out = BufWriter::new(io::stdout().lock());
-            for p in reader(None)?.list()? {
-                writeln!(out, "{p}")?;
+            let written = reader(None)?
+                .list()?
+                .iter()
+                .try_for_each(|p| writeln!(out, "{p}"))
+                .and_then(|()| out.flush());
+            match written {
+                // A reader that stopped early (`grove list | head`) is not an error.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                other => other?,
             }
-            out.flush()?;
         }
         Command::Key {
             which: KeyCommand::Public,

@@ -76,13 +76,14 @@ impl Store {
                 tips.push((name.to_string(), r.peel_to_commit()?.id()));
             }
         }
-        let result = self.adopt(tips.iter().map(|(_, oid)| *oid).collect(), all_or_nothing);
+        // The quarantine refs go first: the objects stay, and adopting a large batch packs the
+        // refs, after which deleting each quarantine ref would rewrite packed-refs.
         for (name, _) in &tips {
             if let Ok(mut r) = self.repo.find_reference(name) {
                 let _ = r.delete();
             }
         }
-        result
+        self.adopt(tips.iter().map(|(_, oid)| *oid).collect(), all_or_nothing)
     }
 
     /// Adopts the commits reachable from `tips` (see the module docs).
