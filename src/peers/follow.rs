@@ -28,7 +28,7 @@ use super::git::GitRemote;
 const PENDING_FOR: Duration = Duration::from_secs(120);
 
 /// Above this many new paths in one step, one whole sync is cheaper than naming each.
-const WHOLE_SYNC_ABOVE: usize = 20_000;
+const WHOLE_SYNC_ABOVE: usize = 1000;
 
 /// How often a whole sync runs anyway: it finds paths the primary got without announcing them
 /// (a `git push` into it), and costs a listing of the primary's refs.

@@ -25,8 +25,8 @@ use super::error::PeerError;
 /// How many refspecs one `git push` gets.
 const PUSH_BATCH: usize = 1000;
 
-/// How many paths one fetch of a sync asks for (each batch is adopted before the next).
-const FETCH_BATCH: usize = 50_000;
+/// Up to this many missing paths, a sync fetches them by name; beyond, with one wildcard.
+const NAMED_FETCH_LIMIT: usize = 1000;
 
 /// A Git peer.
 pub struct GitRemote {
@@ -74,11 +74,18 @@ impl GitRemote {
                 wanted.push(hash);
             }
         }
+        if wanted.len() > NAMED_FETCH_LIMIT {
+            // Git matches every advertised ref against every refspec: for many paths one
+            // wildcard refspec is far cheaper than naming each.
+            let ns = incoming_namespace();
+            self.fetch_into(store, &format!("+{REF_PREFIX}*:{ns}/*"))?;
+            return Ok(store.adopt_namespace(&ns, false)?);
+        }
         let mut adopted = Adopted {
             present,
             ..Adopted::default()
         };
-        for batch in wanted.chunks(FETCH_BATCH) {
+        for batch in wanted.chunks(NAMED_FETCH_LIMIT) {
             let a = self.fetch_paths(store, batch)?;
             adopted.added.extend(a.added);
             adopted.present += a.present;
