@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use grove::store::Store;
 
-const CHAIN: usize = 5000;
+/// Paths of the chain the kill tests write: fewer than a packed batch, so their refs are
+/// created one by one and a kill can land between two.
+const CHAIN: usize = 900;
+
+/// Paths of a batch added to `packed-refs` at once.
+const BIG_CHAIN: usize = 5000;
 const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// The store path of link `i` of the chain: a valid hash part made from `i`.
@@ -74,7 +79,8 @@ fn stream_file(dir: &Path) -> PathBuf {
 #[test]
 fn five_thousand_paths_in_one_batch_under_ulimit_256() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = stream_file(tmp.path());
+    let file = tmp.path().join("big.export");
+    std::fs::write(&file, chain(BIG_CHAIN)).unwrap();
     let store = tmp.path().join("store");
     assert!(grove(&store).arg("init").output().unwrap().status.success());
     let grove_bin = env!("CARGO_BIN_EXE_grove");
@@ -87,7 +93,41 @@ fn five_thousand_paths_in_one_batch_under_ulimit_256() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(closure_complete(&store), CHAIN);
+    assert_eq!(closure_complete(&store), BIG_CHAIN);
+}
+
+#[test]
+fn kill_9_during_a_large_import_shows_all_or_nothing_and_the_retry_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("big.export");
+    std::fs::write(&file, chain(BIG_CHAIN)).unwrap();
+    let store = tmp.path().join("store");
+    grove(&store).arg("init").output().unwrap();
+    for delay_ms in [20, 60, 120, 200, 300, 450] {
+        let mut child = grove(&store)
+            .arg("import")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let visible = closure_complete(&store);
+        assert!(
+            visible == 0 || visible == BIG_CHAIN,
+            "{visible} of {BIG_CHAIN} paths visible"
+        );
+        if visible == BIG_CHAIN {
+            break;
+        }
+    }
+    // A lock a killed writer left is taken over once stale; the retry completes.
+    let last = grove(&store).arg("import").arg(&file).output().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    assert_eq!(closure_complete(&store), BIG_CHAIN);
+    assert!(!store.join("packed-refs.lock").exists());
 }
 
 /// How many refs the store has: paths visible so far.
@@ -255,7 +295,7 @@ fn a_full_disk_is_reported_leaves_closed_prefixes_and_the_retry_completes() {
     let disk = Tmpfs::mount(&tmp.path().join("disk"), "40m");
     let store = disk.0.join("store");
     grove(&store).arg("init").output().unwrap();
-    // Leave about 2 MiB free.
+    // Leave about 128 KiB free: less than the batch's pack.
     let junk = disk.0.join("junk");
     let free = {
         let out = Command::new("df")
@@ -272,13 +312,13 @@ fn a_full_disk_is_reported_leaves_closed_prefixes_and_the_retry_completes() {
             .unwrap()
     };
     let mut f = std::fs::File::create(&junk).unwrap();
-    write_noise(&mut f, free - (2 << 20), 3);
+    write_noise(&mut f, free - (128 << 10), 3);
     drop(f);
     let file = tmp.path().join("chain");
     std::fs::write(&file, chain(1000)).unwrap();
     let out = grove(&store).arg("import").arg(&file).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the import fit in 2 MiB");
+    assert!(!out.status.success(), "the import fit in 128 KiB");
     assert!(err.contains("no space left on device"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     closure_complete(&store);

@@ -31,8 +31,8 @@ use crate::store::layout::NarLayout;
 use crate::store::{BlobStream, Entry, ObjectId, PathIndex, Root, Store, StoreError};
 use byte_lru::ByteLru;
 
-/// How many signed narinfo texts are kept.
-const NARINFO_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::MIN.saturating_add(65_535);
+/// Memory for signed narinfo texts (about 110,000 of them).
+const NARINFO_CACHE_BYTES: usize = 64 << 20;
 /// How many NAR layouts are kept.
 const LAYOUT_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::MIN.saturating_add(4095);
 
@@ -53,7 +53,7 @@ pub struct ReadPath {
     handles: Mutex<Vec<Store>>,
     key: Option<SecretKey>,
     compression: Compression,
-    narinfos: Mutex<LruCache<StoreHash, Bytes>>,
+    narinfos: Mutex<ByteLru<StoreHash>>,
     layouts: Mutex<LruCache<StoreHash, Arc<NarLayout>>>,
     nars: Mutex<ByteLru<StoreHash>>,
     /// Bytes held by responses copying a whole NAR for `nars` right now.
@@ -76,7 +76,7 @@ impl ReadPath {
             handles: Mutex::new(vec![first]),
             key,
             compression,
-            narinfos: Mutex::new(LruCache::new(NARINFO_CACHE_ENTRIES)),
+            narinfos: Mutex::new(ByteLru::new(NARINFO_CACHE_BYTES)),
             layouts: Mutex::new(LruCache::new(LAYOUT_CACHE_ENTRIES)),
             nars: Mutex::new(ByteLru::new(0)),
             nar_copies: AtomicU64::new(0),
@@ -192,7 +192,7 @@ impl ReadPath {
 
     /// The rendered signed narinfo if it is cached (no Git access).
     pub fn cached_narinfo_text(&self, hash: &StoreHash) -> Option<Bytes> {
-        self.narinfos.lock().get(hash).cloned()
+        self.narinfos.lock().get(hash)
     }
 
     /// The rendered signed narinfo, from the cache or from Git.
@@ -209,7 +209,7 @@ impl ReadPath {
             return Ok(None);
         };
         let text = Bytes::from(self.narinfo_of(entry).render());
-        self.narinfos.lock().put(*hash, text.clone());
+        self.narinfos.lock().insert(*hash, text.clone());
         Ok(Some(text))
     }
 

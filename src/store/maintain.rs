@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 
 use super::error::StoreError;
-use super::repo::Store;
+use super::repo::{Store, REF_PREFIX};
 
 /// The delta search settings of a full repack: measured on the python closure, a window of
 /// 250 and zlib level 9 store it in 0.89× the bytes of Git's defaults (and 1.04× a zstd file
@@ -21,6 +21,9 @@ pub const LOOSE_LIMIT: usize = 6700;
 
 /// Above this many packs a full repack is due (Git's own `gc.autoPackLimit`).
 pub const PACK_LIMIT: usize = 50;
+
+/// Above this many loose refs they are packed.
+pub const LOOSE_REFS_LIMIT: usize = 1000;
 
 /// How many loose objects and packs the repository has.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,7 +93,8 @@ impl Store {
         Ok(self.repo.refdb()?.compress()?)
     }
 
-    /// Repacks if the repository has outgrown Git's own thresholds; returns what it did.
+    /// Repacks if the repository has outgrown Git's own thresholds (or packs the refs if more
+    /// than [`LOOSE_REFS_LIMIT`] are loose); returns what it did.
     pub fn repack_if_due(&self) -> Result<Option<&'static str>, StoreError> {
         let counts = self.object_counts()?;
         if counts.packs > PACK_LIMIT {
@@ -99,8 +103,20 @@ impl Store {
         } else if counts.loose > LOOSE_LIMIT {
             self.repack(false)?;
             Ok(Some("loose objects packed"))
+        } else if self.loose_refs_over(LOOSE_REFS_LIMIT)? {
+            self.pack_refs()?;
+            Ok(Some("refs packed"))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Whether more than `limit` refs of store paths are loose files.
+    fn loose_refs_over(&self, limit: usize) -> Result<bool, StoreError> {
+        match std::fs::read_dir(self.path().join(REF_PREFIX)) {
+            Ok(entries) => Ok(entries.take(limit + 1).count() > limit),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -21,10 +21,12 @@ pub mod import;
 pub mod index;
 pub mod layout;
 mod listing;
+mod locks;
 pub mod maintain;
 pub mod names;
 mod objects;
 mod pack;
+mod packed_refs;
 pub mod refs;
 mod repo;
 

@@ -4,35 +4,21 @@
 //! batch visible in which every path has its references: never a path without them. A ref
 //! that exists already is never moved. A lock left by a dead writer does not block anyone: a
 //! live writer holds a ref's lock for microseconds, so one older than [`STALE_LOCK`] is removed.
+//! A batch of [`PACKED_BATCH`] refs or more is added to `packed-refs` in one rename instead
+//! ([`super::packed_refs`]): all of it becomes visible at once, or none.
 
 use std::io;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::nix::store_path::StorePath;
 
 use super::error::StoreError;
+use super::locks::{lock_age, LOCK_WAIT, STALE_LOCK};
+pub use super::packed_refs::RefOutcome;
 use super::repo::{ObjectId, Store, REF_PREFIX};
 
-/// A ref's lock file older than this was left by a dead writer.
-pub const STALE_LOCK: Duration = Duration::from_secs(10);
-
-/// A batch that adds this many refs packs the store's refs afterwards.
-const PACK_REFS_AFTER: usize = 1000;
-
-/// How long a writer waits for another's lock on the same ref before giving up.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
-
-/// What creating refs did.
-#[derive(Debug, Default)]
-pub struct RefOutcome {
-    /// Paths whose ref was created.
-    pub added: Vec<StorePath>,
-    /// Paths whose ref existed with the same commit.
-    pub present: usize,
-    /// Paths whose ref existed with another commit (left as it is): path, existing, offered.
-    pub conflicts: Vec<(StorePath, ObjectId, ObjectId)>,
-}
+/// A batch of this many refs is added to `packed-refs` at once (see [`super::packed_refs`]).
+const PACKED_BATCH: usize = 1000;
 
 /// What one ref turned out to be.
 enum Created {
@@ -47,17 +33,15 @@ impl Store {
     pub fn create_refs(&self, refs: &[(StorePath, ObjectId)], message: &str) -> Result<RefOutcome, StoreError> {
         let mut outcome = RefOutcome::default();
         self.announce(refs.iter().map(|(p, _)| p.hash()))?;
+        if refs.len() >= PACKED_BATCH {
+            self.add_packed_refs(refs, &mut outcome)?;
+            return Ok(outcome);
+        }
         for (path, oid) in refs {
             match self.create_ref(path, *oid, message)? {
                 Created::New => outcome.added.push(path.clone()),
                 Created::Present => outcome.present += 1,
                 Created::Conflict(existing) => outcome.conflicts.push((path.clone(), existing, *oid)),
-            }
-        }
-        if outcome.added.len() >= PACK_REFS_AFTER {
-            // A file per ref costs a disk block each and a directory of a million entries.
-            if let Err(e) = self.pack_refs() {
-                tracing::warn!("cannot pack the refs: {e}");
             }
         }
         Ok(outcome)
@@ -100,30 +84,6 @@ impl Store {
         }
     }
 
-    /// Removes `lock` if it is still stale. Writers that find the same stale lock take turns
-    /// (an exclusive `flock` on one file of the store), and each looks at its age again: one
-    /// that removed it may have locked the ref anew, and that live lock must stay.
-    fn remove_stale_lock(&self, lock: &Path) -> Result<(), StoreError> {
-        use std::os::fd::AsRawFd;
-        let turn = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.path().join("grove-stale-locks"))?;
-        // SAFETY: flock on a descriptor this function owns; released when `turn` is closed.
-        if unsafe { libc::flock(turn.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        if lock_age(lock).is_some_and(|age| age > STALE_LOCK) {
-            match std::fs::remove_file(lock) {
-                Ok(()) => tracing::warn!("removed {}, left by a writer that died", lock.display()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// Lock files under `refs/` older than [`STALE_LOCK`]: left by writers that died. They
     /// block nobody (the next writer of that ref removes its lock), but `grove verify` lists them.
     pub fn stale_locks(&self) -> Result<Vec<String>, StoreError> {
@@ -147,10 +107,4 @@ impl Store {
         out.sort();
         Ok(out)
     }
-}
-
-/// How long ago a lock file was written, if it exists.
-fn lock_age(path: &Path) -> Option<Duration> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    Some(SystemTime::now().duration_since(modified).unwrap_or_default())
 }
