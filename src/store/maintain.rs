@@ -85,7 +85,31 @@ impl Store {
                 format!("git repack failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
             ));
         }
-        self.pack_refs()
+        self.pack_refs()?;
+        self.write_commit_graph()
+    }
+
+    /// Writes Git's commit-graph of every path (incrementally, `--split`). `git fetch` and
+    /// `upload-pack` read every ref's commit to negotiate; from the graph that takes
+    /// milliseconds instead of seconds at 100,000 paths, in follower and primary alike.
+    pub fn write_commit_graph(&self) -> Result<(), StoreError> {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(self.path())
+            .args(["commit-graph", "write", "--reachable", "--split", "--no-progress"])
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(
+                self.path().display().to_string(),
+                format!(
+                    "git commit-graph failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ))
+        }
     }
 
     /// Moves loose refs into `packed-refs` (one file, looked up by binary search).
@@ -105,6 +129,7 @@ impl Store {
             Ok(Some("loose objects packed"))
         } else if self.loose_refs_over(LOOSE_REFS_LIMIT)? {
             self.pack_refs()?;
+            self.write_commit_graph()?;
             Ok(Some("refs packed"))
         } else {
             Ok(None)

@@ -35,6 +35,9 @@ impl Store {
         self.announce(refs.iter().map(|(p, _)| p.hash()))?;
         if refs.len() >= PACKED_BATCH {
             self.add_packed_refs(refs, &mut outcome)?;
+            if let Err(e) = self.write_commit_graph() {
+                tracing::warn!("{e}");
+            }
             return Ok(outcome);
         }
         for (path, oid) in refs {
