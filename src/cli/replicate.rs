@@ -12,6 +12,7 @@ use crate::nix::store_path::parse_spec;
 use crate::peers::follow::{follow as follow_loop, Follower, Step};
 use crate::peers::git::GitRemote;
 use crate::peers::Peers;
+use crate::store::adopt::Adopted;
 use crate::store::Store;
 
 /// The peers the config lists, for a store at `store_path`.
@@ -51,19 +52,7 @@ pub fn sync(store: &Store, config: &Config, remote: Option<String>) -> Result<()
         let adopted = GitRemote::new(url, None, config.store.ssh_key_path())
             .sync(store)
             .with_context(|| format!("cannot sync from {url}"))?;
-        for (path, ours, theirs) in &adopted.conflicts {
-            eprintln!("conflict: {path}: {url} has commit {theirs}, this store {ours}; kept this store's");
-        }
-        for (path, why) in &adopted.rejected {
-            eprintln!("refused: {path}: {why}");
-        }
-        eprintln!(
-            "{url}: {} new paths, {} present, {} conflicts, {} refused",
-            adopted.added.len(),
-            adopted.present,
-            adopted.conflicts.len(),
-            adopted.rejected.len()
-        );
+        eprintln!("{url}: {}", report_adopted(url, &adopted));
     }
     Ok(())
 }
@@ -140,20 +129,27 @@ fn remote_timeout(config: &Config) -> Duration {
 }
 
 fn print_step(url: &str, step: &Step) {
-    let a = &step.adopted;
+    eprintln!(
+        "{url}: {}{}, {} announced but not there yet",
+        if step.whole { "whole sync: " } else { "" },
+        report_adopted(url, &step.adopted),
+        step.pending
+    );
+}
+
+/// Prints each conflict and refusal of a fetch from `url`; returns the one-line summary.
+fn report_adopted(url: &str, a: &Adopted) -> String {
     for (path, ours, theirs) in &a.conflicts {
         eprintln!("conflict: {path}: {url} has commit {theirs}, this store {ours}; kept this store's");
     }
     for (path, why) in &a.rejected {
         eprintln!("refused: {path}: {why}");
     }
-    eprintln!(
-        "{url}: {}{} new paths, {} present, {} conflicts, {} refused, {} announced but not there yet",
-        if step.whole { "whole sync: " } else { "" },
+    format!(
+        "{} new paths, {} present, {} conflicts, {} refused",
         a.added.len(),
         a.present,
         a.conflicts.len(),
-        a.rejected.len(),
-        step.pending
-    );
+        a.rejected.len()
+    )
 }

@@ -137,7 +137,7 @@ impl Follower {
         });
         let mut wanted: Vec<(StoreHash, Instant)> = std::mem::take(&mut self.pending);
         for h in fresh {
-            if store.get(&h)?.is_none() && !wanted.iter().any(|(w, _)| *w == h) {
+            if store.commit_of_ref(&h)?.is_none() && !wanted.iter().any(|(w, _)| *w == h) {
                 wanted.push((h, now));
             }
         }
@@ -150,7 +150,7 @@ impl Follower {
             step.adopted = self.remote.fetch_paths(store, &hashes)?;
         }
         for (h, since) in wanted {
-            if store.get(&h)?.is_none() {
+            if store.commit_of_ref(&h)?.is_none() {
                 self.pending.push((h, since));
             }
         }
