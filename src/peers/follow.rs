@@ -22,13 +22,10 @@ use crate::store::index::{parse_records, read_log_at, PATHS_LOG};
 use crate::store::Store;
 
 use super::error::PeerError;
-use super::git::GitRemote;
+use super::git::{GitRemote, NAMED_FETCH_LIMIT};
 
 /// How long a path read from the log but not yet fetchable is asked for again.
 const PENDING_FOR: Duration = Duration::from_secs(120);
-
-/// Above this many new paths in one step, one whole sync is cheaper than naming each.
-const WHOLE_SYNC_ABOVE: usize = 1000;
 
 /// How often a whole sync runs anyway: it finds paths the primary got without announcing them
 /// (a `git push` into it), and costs a listing of the primary's refs.
@@ -142,7 +139,7 @@ impl Follower {
             }
         }
         let mut step = Step::default();
-        if wanted.len() > WHOLE_SYNC_ABOVE {
+        if wanted.len() > NAMED_FETCH_LIMIT {
             step.adopted = self.remote.sync(store)?;
             step.whole = true;
         } else if !wanted.is_empty() {

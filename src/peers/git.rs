@@ -26,7 +26,7 @@ use super::error::PeerError;
 const PUSH_BATCH: usize = 1000;
 
 /// Up to this many missing paths, a sync fetches them by name; beyond, with one wildcard.
-const NAMED_FETCH_LIMIT: usize = 1000;
+pub const NAMED_FETCH_LIMIT: usize = 1000;
 
 /// A Git peer.
 pub struct GitRemote {

@@ -130,6 +130,7 @@ impl Store {
     /// store's size (a walk that hides every ref of the store first costs that many refs,
     /// and libgit2 sorts them by date, which is the same for every Grove commit).
     fn new_commits(&self, tips: &[ObjectId]) -> Result<(Vec<ObjectId>, usize), StoreError> {
+        let tip_set: HashSet<ObjectId> = tips.iter().copied().collect();
         let mut seen: HashSet<ObjectId> = HashSet::new();
         let mut order = Vec::new();
         let mut known_tips = 0;
@@ -143,7 +144,7 @@ impl Store {
                 continue;
             }
             if self.holds_commit(oid) {
-                if tips.contains(&oid) {
+                if tip_set.contains(&oid) {
                     known_tips += 1;
                 }
                 continue;

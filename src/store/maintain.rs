@@ -13,7 +13,7 @@ use super::repo::{Store, REF_PREFIX};
 
 /// The delta search settings of a full repack: measured on the python closure, a window of
 /// 250 and zlib level 9 store it in 0.89× the bytes of Git's defaults (and 1.04× a zstd file
-/// cache), for 2.5× the repack time.
+/// cache), for about 9× the time of a plain `git gc` (10.3 s against 1.1 s).
 const PACK_SETTINGS: [&str; 3] = ["pack.window=250", "pack.depth=50", "pack.compression=9"];
 
 /// Above this many loose objects an incremental repack is due (Git's own `gc.auto`).
