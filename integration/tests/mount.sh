@@ -73,9 +73,12 @@ PY
 }
 
 new_paths_appear_with_edge_cases() {
+  # Listed just before the add, so the kernel holds the root's listing in its cache.
+  ls "$MNT" "$MNT/.nar" "$MNT/.narinfo" >/dev/null
   grove --store "$MS" add "$EDGE" "$SINGLE" "$SYMLINK"
   for p in "$EDGE" "$SINGLE" "$SYMLINK"; do
     ls "$MNT" | grep -qx "$(basename "$p")" || fail "$p did not appear"
+    ls "$MNT/.narinfo" | grep -qx "$(basename "$p" | cut -c1-32).narinfo" || fail "narinfo of $p did not appear"
     cmp "$MNT/.nar/$(basename "$p" | cut -c1-32).nar" <(nix-store --dump "$p") || fail "NAR of $p"
   done
   local e=$MNT/$(basename "$EDGE")
@@ -98,6 +101,29 @@ read_only() {
   done
   local err; err=$(python3 -c "import os,sys; os.open(sys.argv[1], os.O_WRONLY)" "$p/nix-support/depends" 2>&1) && fail "opened for writing"
   grep -q "Read-only file system" <<<"$err" || fail "open for writing: $err"
+}
+
+access_matches_disk() {
+  # access(2) is answered by grove (the mount has no default_permissions): readable and
+  # executable as on disk, never writable.
+  python3 - "$MNT" $CLOSURE <<'PY'
+import os, sys
+mnt, paths = sys.argv[1], sys.argv[2:]
+n = 0
+for p in paths:
+    for root, dirs, files in os.walk(p):
+        for f in dirs + files:
+            disk = os.path.join(root, f)
+            if os.path.islink(disk):
+                continue
+            m = os.path.join(mnt, os.path.relpath(disk, "/nix/store"))
+            for mode in (os.R_OK, os.X_OK):
+                assert os.access(m, mode) == os.access(disk, mode), (m, mode)
+            assert not os.access(m, os.W_OK), m
+            n += 1
+assert n > 1000, n
+print(n, "entries")
+PY
 }
 
 eight_concurrent_readers() {
@@ -156,6 +182,7 @@ check "mount: sha256 of .nar/*.nar is each NarHash" virtual_nars_hash_to_narhash
 check "mount: random preads into virtual NARs match nix-store --dump" random_preads_match_dump
 check "mount: paths added after mounting appear (edge cases)" new_paths_appear_with_edge_cases
 check "mount: every write gets EROFS" read_only
+check "mount: access(2) answers as on disk (read, execute; never write)" access_matches_disk
 check "mount: 8 concurrent readers" eight_concurrent_readers
 check "mount: an executable runs from the mount" executable_runs_from_mount
 check "mount: grove mount /nix/store in a mount namespace" mount_on_nix_store_in_a_namespace

@@ -7,22 +7,27 @@
 //! DIR/.nar/<hash>.nar        the path's NAR, read at any offset without building it whole
 //! DIR/.narinfo/<hash>.narinfo  the narinfo HTTP serves, signed
 //! ```
-//! Store paths never change, so attributes and entries are cached by the kernel for an hour and
-//! file pages are kept across opens. The root is listed anew on every `readdir`, so paths added
-//! after mounting appear; a lookup of a name that is not (yet) there is not cached.
+//! Store paths never change, so attributes and entries are cached by the kernel for an hour, and
+//! files and directories are never opened (the kernel's "no open" mode): no open or release
+//! round trip per file or directory, and pages and listings stay cached. The three top
+//! directories grow: their attributes are never cached and their modification time is the
+//! store's generation, which every writer moves, so the kernel drops its listing of them when
+//! a path was added and the next `ls` shows it. A lookup of a name that is not (yet) there is
+//! not cached.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
+use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::nix::store_path::{StoreHash, StorePath};
@@ -31,8 +36,9 @@ use crate::store::{BlobStream, Entry, Kind, ObjectId, Root, StoreError};
 
 /// How long the kernel may cache what never changes: attributes and entries inside store paths.
 const TTL: Duration = Duration::from_secs(3600);
-/// How long the kernel may cache the attributes of the three top directories, which grow.
-const DIR_TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache the attributes of the three top directories, which grow: not
+/// at all, so that it compares their modification time with its cached listing each time.
+const DIR_TTL: Duration = Duration::ZERO;
 
 const ROOT: u64 = 1;
 const NAR_DIR: u64 = 2;
@@ -65,16 +71,26 @@ struct Inodes {
     next: u64,
 }
 
-enum Handle {
-    File(Bytes),
-    /// A file too large for the blob cache: read through a stream kept where the last read
-    /// ended, so sequential reads inflate it once and memory stays bounded.
-    Large(ObjectId, u64, Arc<Mutex<Option<(BlobStream, u64)>>>),
-    Nar(Box<Entry>, Arc<Mutex<NarCursor>>),
-    /// A listing of one of the top directories, taken when it was opened: the kernel reads a
-    /// large directory in many calls, and each continues the same listing.
-    Dir(Arc<Vec<DirEntry>>),
+/// Where one reader is in a file too large for the blob cache (a stream kept where the last
+/// read ended, so sequential reads inflate it once in bounded memory) or in a virtual NAR.
+enum Cursor {
+    Large(Option<(BlobStream, u64)>),
+    Nar(Box<Entry>, NarCursor),
 }
+
+/// A reader: an inode and the process reading it.
+type Reader = (u64, u32);
+
+/// How many readers' cursors are kept. Files are never opened, so nothing says when a reader
+/// is done: the least recently used cursor goes, and its reader's next read starts a new one.
+const CURSORS: usize = 256;
+
+/// A listing of one of the top directories, taken when a reader starts at offset 0: the kernel
+/// reads a large directory in many calls, and each continues the same listing.
+type Listing = Arc<Vec<DirEntry>>;
+
+/// How many listings of the top directories are kept, by directory and reading process.
+const LISTINGS: usize = 64;
 
 /// A directory entry: inode, type, name.
 type DirEntry = (u64, FileType, Vec<u8>);
@@ -86,8 +102,10 @@ const LARGE_READ: u32 = 1 << 20;
 pub struct GroveFs {
     read: Arc<ReadPath>,
     inodes: Mutex<Inodes>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    next_fh: AtomicU64,
+    listings: Mutex<LruCache<Reader, Listing>>,
+    /// Cursors by inode and reading process: with no open there is no file handle, and one
+    /// process reads one file sequentially.
+    cursors: Mutex<LruCache<Reader, Arc<Mutex<Cursor>>>>,
 }
 
 fn eio(e: StoreError) -> Errno {
@@ -114,8 +132,8 @@ impl GroveFs {
                 by_name,
                 next: NARINFO_DIR + 1,
             }),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            listings: Mutex::new(LruCache::new(NonZeroUsize::new(LISTINGS).unwrap_or(NonZeroUsize::MIN))),
+            cursors: Mutex::new(LruCache::new(NonZeroUsize::new(CURSORS).unwrap_or(NonZeroUsize::MIN))),
         }
     }
 
@@ -199,7 +217,10 @@ impl GroveFs {
             Node::Nar { size, .. } => (FileType::RegularFile, 0o444, *size),
             Node::Narinfo { text } => (FileType::RegularFile, 0o444, text.len() as u64),
         };
-        let time = UNIX_EPOCH + Duration::from_secs(1);
+        let mut time = UNIX_EPOCH + Duration::from_secs(1);
+        if matches!(node, Node::Root | Node::NarDir | Node::NarinfoDir) {
+            time += Duration::from_nanos(self.read.generation().unwrap_or(0));
+        }
         FileAttr {
             ino: INodeNo(ino),
             size,
@@ -284,10 +305,66 @@ impl GroveFs {
         Ok(out)
     }
 
-    fn handle(&self, h: Handle) -> FileHandle {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, h);
-        FileHandle(fh)
+    /// The cursor of process `pid` in `ino`, made by `new` when there is none (`None` when
+    /// `new` finds nothing to read).
+    fn cursor(
+        &self,
+        ino: u64,
+        pid: u32,
+        new: impl FnOnce() -> Result<Option<Cursor>, StoreError>,
+    ) -> Result<Option<Arc<Mutex<Cursor>>>, Errno> {
+        if let Some(c) = self.cursors.lock().get(&(ino, pid)) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(c) = new().map_err(eio)? else {
+            return Ok(None);
+        };
+        let c = Arc::new(Mutex::new(c));
+        self.cursors.lock().put((ino, pid), c.clone());
+        Ok(Some(c))
+    }
+
+    /// Up to `size` bytes at `offset` of the file `node`, for process `pid`.
+    fn read_file(&self, ino: u64, node: Node, pid: u32, offset: u64, size: u32) -> Result<Bytes, Errno> {
+        let slice = |bytes: Bytes| {
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(size as usize).min(bytes.len());
+            bytes.slice(start..end)
+        };
+        match node {
+            Node::Git { root, size: len } if matches!(root.kind, Kind::Regular | Kind::Executable) => {
+                if self.read.blob_cacheable(len) {
+                    return self.read.blob(root.oid).map(slice).map_err(eio);
+                }
+                let Some(cursor) = self.cursor(ino, pid, || Ok(Some(Cursor::Large(None))))? else {
+                    return Err(Errno::EIO);
+                };
+                let Cursor::Large(stream) = &mut *cursor.lock() else {
+                    return Err(Errno::EIO);
+                };
+                self.read_large(stream, root.oid, len, offset, size)
+                    .map(Bytes::from)
+                    .map_err(eio)
+            }
+            Node::Nar { hash, .. } => {
+                let new = || {
+                    let entry = self.store_entry(&hash)?;
+                    Ok(entry.map(|e| Cursor::Nar(Box::new(e), NarCursor::default())))
+                };
+                let Some(cursor) = self.cursor(ino, pid, new)? else {
+                    return Err(Errno::ENOENT);
+                };
+                let Cursor::Nar(entry, nar) = &mut *cursor.lock() else {
+                    return Err(Errno::EIO);
+                };
+                self.read
+                    .read_nar_at(entry, offset, size as u64, nar)
+                    .map(Bytes::from)
+                    .map_err(eio)
+            }
+            Node::Narinfo { text } => Ok(slice(text)),
+            _ => Err(Errno::EISDIR),
+        }
     }
 }
 
@@ -295,6 +372,9 @@ impl Filesystem for GroveFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Symlink targets never change: let the kernel cache them (ignored by kernels without it).
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        // The kernel checks a cached listing against the directory's modification time (the
+        // store's generation for the top directories) before using it.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_AUTO_INVAL_DATA);
         // Without this the kernel serialises lookups in a directory: one lookup waiting on a
         // slow peer would hold up every other lookup in the root.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
@@ -350,67 +430,36 @@ impl Filesystem for GroveFs {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let handle = match self.node(ino.0) {
-            Some(Node::Git { root, size }) if matches!(root.kind, Kind::Regular | Kind::Executable) => {
-                if !self.read.blob_cacheable(size) {
-                    Handle::Large(root.oid, size, Arc::default())
-                } else {
-                    match self.read.blob(root.oid) {
-                        Ok(b) => Handle::File(b),
-                        Err(e) => return reply.error(eio(e)),
-                    }
-                }
+        match self.node(ino.0) {
+            // ENOSYS to an open puts the kernel in "no open" mode: it stops sending opens and
+            // releases for every file and keeps their pages cached, as FOPEN_KEEP_CACHE would.
+            // Reads then come without a handle and are served by inode.
+            Some(Node::Git { root, .. }) if matches!(root.kind, Kind::Regular | Kind::Executable) => {
+                reply.error(Errno::ENOSYS)
             }
-            Some(Node::Nar { hash, .. }) => match self.store_entry(&hash) {
-                Ok(Some(e)) => Handle::Nar(Box::new(e), Arc::default()),
-                Ok(None) => return reply.error(Errno::ENOENT),
-                Err(e) => return reply.error(eio(e)),
-            },
-            Some(Node::Narinfo { text }) => Handle::File(text),
-            Some(_) => return reply.error(Errno::EISDIR),
-            None => return reply.error(Errno::ENOENT),
-        };
-        reply.opened(self.handle(handle), FopenFlags::FOPEN_KEEP_CACHE);
+            Some(Node::Nar { .. } | Node::Narinfo { .. }) => reply.error(Errno::ENOSYS),
+            Some(_) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let handles = self.handles.lock();
-        match handles.get(&fh.0) {
-            Some(Handle::File(bytes)) => {
-                let start = (offset as usize).min(bytes.len());
-                let end = start.saturating_add(size as usize).min(bytes.len());
-                reply.data(&bytes[start..end]);
-            }
-            Some(Handle::Large(oid, len, stream)) => {
-                let (oid, len, stream) = (*oid, *len, stream.clone());
-                drop(handles);
-                let mut stream = stream.lock();
-                match self.read_large(&mut stream, oid, len, offset, size) {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(eio(e)),
-                }
-            }
-            Some(Handle::Nar(entry, pinned)) => {
-                let (entry, pinned) = (entry.as_ref().clone(), pinned.clone());
-                drop(handles);
-                let mut pinned = pinned.lock();
-                match self.read.read_nar_at(&entry, offset, size as u64, &mut pinned) {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(eio(e)),
-                }
-            }
-            Some(Handle::Dir(_)) => reply.error(Errno::EISDIR),
-            None => reply.error(Errno::EBADF),
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.read_file(ino.0, node, req.pid(), offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -429,71 +478,68 @@ impl Filesystem for GroveFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        self.handles.lock().remove(&fh.0);
+        // Only reached if a file was opened before the kernel learnt there is no open.
+        let _ = fh;
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Directories inside store paths never change: let the kernel keep their listings.
-        // The three top directories grow, so they are listed anew each time.
-        let flags = if ino.0 > NARINFO_DIR {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        if ino.0 > NARINFO_DIR {
-            return reply.opened(FileHandle(0), flags);
-        }
-        let Some(node) = self.node(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        match self.list(ino.0, &node) {
-            Ok(entries) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.handles.lock().insert(fh, Handle::Dir(Arc::new(entries)));
-                reply.opened(FileHandle(fh), flags);
-            }
-            Err(e) => reply.error(eio(e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As for files: the kernel stops sending opendir and releasedir, and keeps listings
+        // (FOPEN_CACHE_DIR) until a directory's modification time moves.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: fuser::ReplyEmpty) {
-        self.handles.lock().remove(&fh.0);
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: fuser::ReplyEmpty) {
         reply.ok();
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let taken = match self.handles.lock().get(&fh.0) {
-            Some(Handle::Dir(entries)) => Some(entries.clone()),
-            _ => None,
-        };
-        if let Some(entries) = taken {
-            for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
-                    break;
-                }
-            }
-            return reply.ok();
-        }
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let Some(node) = self.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        if !matches!(node, Node::Root | Node::NarDir | Node::NarinfoDir)
-            && !matches!(&node, Node::Git { root, .. } if root.kind == Kind::Directory)
-        {
+        let top = matches!(node, Node::Root | Node::NarDir | Node::NarinfoDir);
+        if !top && !matches!(&node, Node::Git { root, .. } if root.kind == Kind::Directory) {
             return reply.error(Errno::ENOTDIR);
         }
-        match self.list(ino.0, &node) {
-            Ok(entries) => {
-                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(eio(e)),
+        let key = (ino.0, req.pid());
+        let kept = if top && offset > 0 {
+            self.listings.lock().get(&key).cloned()
+        } else {
+            None
+        };
+        let entries = match kept {
+            Some(entries) => entries,
+            None => match self.list(ino.0, &node) {
+                Ok(entries) => Arc::new(entries),
+                Err(e) => return reply.error(eio(e)),
+            },
+        };
+        if top {
+            self.listings.lock().put(key, entries.clone());
         }
+        for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: fuser::ReplyEmpty) {
+        // The kernel asks here for access(2) because the mount does not use
+        // default_permissions (see the mount options). Everything is readable by everyone;
+        // nothing is writable; only directories and executables can be executed.
+        let Some(node) = self.node(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        let perm = self.attr(ino.0, &node).perm;
+        if mask.contains(fuser::AccessFlags::X_OK) && perm & 0o111 == 0 {
+            return reply.error(Errno::EACCES);
+        }
+        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

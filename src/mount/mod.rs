@@ -13,7 +13,11 @@ use fuser::{MountOption, SessionACL};
 use crate::read::ReadPath;
 pub use fs::GroveFs;
 
-/// Mount options: read-only, shared with other users, unmounted if the process dies.
+/// Mount options: read-only, shared with other users, unmounted if the process dies. Not
+/// `default_permissions`: with it the kernel would ask for the root's attributes (never
+/// cached, see [`fs`]) on every path walked through it. Every mode is readable by all and the
+/// mount is read-only, so the kernel's own checks (execute bits, writes) and
+/// [`GroveFs`]'s `access` are all the checking there is to do.
 fn config() -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -21,7 +25,6 @@ fn config() -> fuser::Config {
         MountOption::FSName("grove".into()),
         MountOption::Subtype("grove".into()),
         MountOption::AutoUnmount,
-        MountOption::DefaultPermissions,
         MountOption::NoAtime,
         MountOption::Exec,
         MountOption::NoDev,

@@ -160,6 +160,12 @@ impl ReadPath {
         self.index.as_ref().is_none_or(|i| i.lock().may_hold(hash))
     }
 
+    /// The store's generation (see [`crate::store::PathIndex::generation`]); `None` without an
+    /// index.
+    pub fn generation(&self) -> Option<u64> {
+        self.index.as_ref().map(|i| i.lock().generation())
+    }
+
     /// How many paths the store holds (from the index if there is one: perhaps a few being
     /// added).
     pub fn known_paths(&self) -> Result<usize, StoreError> {

@@ -132,6 +132,13 @@ impl PathIndex {
         false
     }
 
+    /// The store's generation now. It moves when paths are announced and again once their
+    /// refs are written: whatever was derived from the refs under one value is stale once it
+    /// has moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load()
+    }
+
     /// How many hashes the index holds.
     pub fn len(&self) -> usize {
         self.hashes.len()
@@ -226,6 +233,13 @@ impl Store {
             .open(self.path().join(PATHS_LOG))?;
         // One write with O_APPEND: records of concurrent writers never interleave.
         log.write_all(&records)?;
+        Generation::open_writable(self.path())?.bump();
+        Ok(())
+    }
+
+    /// Tells every index that refs changed: bumps the generation, so that what a reader
+    /// derived from the refs (the mount's cached listings) is taken anew.
+    pub fn refs_changed(&self) -> Result<(), StoreError> {
         Generation::open_writable(self.path())?.bump();
         Ok(())
     }

@@ -76,7 +76,9 @@ impl Store {
         }
         cmd.args(["repack", "-d", "-q", "--no-write-bitmap-index"]);
         if full {
-            cmd.args(["-A", "-f"]);
+            // -F, not -f: batch imports deflate at zlib's default level for speed, and -f
+            // would reuse those bytes for every object it does not turn into a delta.
+            cmd.args(["-A", "-F"]);
         }
         let out = cmd.stdin(Stdio::null()).output()?;
         if !out.status.success() {

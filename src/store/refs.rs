@@ -31,8 +31,17 @@ impl Store {
     /// Creates `refs/nix/<hash>` for each path and commit, one after the other, in the order
     /// given: pass references before the paths that refer to them.
     pub fn create_refs(&self, refs: &[(StorePath, ObjectId)], message: &str) -> Result<RefOutcome, StoreError> {
-        let mut outcome = RefOutcome::default();
         self.announce(refs.iter().map(|(p, _)| p.hash()))?;
+        let outcome = self.create_announced_refs(refs, message);
+        // Even after an error, for part of the batch may be visible; the first error is the
+        // one reported.
+        let changed = if refs.is_empty() { Ok(()) } else { self.refs_changed() };
+        let outcome = outcome?;
+        changed.map(|()| outcome)
+    }
+
+    fn create_announced_refs(&self, refs: &[(StorePath, ObjectId)], message: &str) -> Result<RefOutcome, StoreError> {
+        let mut outcome = RefOutcome::default();
         if refs.len() >= PACKED_BATCH {
             self.add_packed_refs(refs, &mut outcome)?;
             if let Err(e) = self.write_commit_graph() {

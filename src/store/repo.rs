@@ -92,7 +92,11 @@ impl Store {
     pub fn init(path: &Path) -> Result<Self> {
         if !path.join("HEAD").exists() {
             let mut opts = git2::RepositoryInitOptions::new();
-            opts.bare(true).mkpath(true).initial_head("main");
+            // No hook samples from Git's template directory: nothing here runs hooks.
+            opts.bare(true)
+                .mkpath(true)
+                .initial_head("main")
+                .external_template(false);
             let repo = Repository::init_opts(path, &opts)?;
             let mut cfg = repo.config()?;
             // Store paths may hold names that Windows or macOS checkouts would refuse; this
