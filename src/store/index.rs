@@ -10,6 +10,10 @@
 //! was created; a writer that dies between the two leaves a hash in the index without a ref,
 //! which costs one Git lookup that finds nothing, never a wrong answer.
 //!
+//! Once the refs are written the writer bumps the counter again ([`Store::refs_changed`]), so
+//! whatever a reader derived from the refs while the counter had one value (the mount's cached
+//! listing of its root) is known to be stale once it moves.
+//!
 //! Refs created by other means (a plain `git fetch` into `refs/nix/`) are seen when an index is
 //! next built: each process builds its index from the refs and the log when it starts.
 //!
