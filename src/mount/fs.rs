@@ -468,29 +468,11 @@ impl Filesystem for GroveFs {
         reply.error(Errno::ENOSYS);
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock: Option<LockOwner>,
-        _flush: bool,
-        reply: fuser::ReplyEmpty,
-    ) {
-        // Only reached if a file was opened before the kernel learnt there is no open.
-        let _ = fh;
-        reply.ok();
-    }
-
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // As for files: the kernel stops sending opendir and releasedir, and keeps listings
-        // (FOPEN_CACHE_DIR) until a directory's modification time moves.
+        // As for files: the kernel stops sending opendir and releasedir (so neither is
+        // implemented here, nor release), and keeps listings (FOPEN_CACHE_DIR) until a
+        // directory's modification time moves.
         reply.error(Errno::ENOSYS);
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: fuser::ReplyEmpty) {
-        reply.ok();
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
