@@ -259,11 +259,10 @@ impl GroveFs {
             Node::Root => {
                 out.push((NAR_DIR, FileType::Directory, b".nar".to_vec()));
                 out.push((NARINFO_DIR, FileType::Directory, b".narinfo".to_vec()));
-                for path in self.read.list()? {
+                for (path, root) in self.read.list_roots()? {
                     let name = path.base_name().into_bytes();
-                    if let Some(n) = self.resolve(node, &name)? {
-                        out.push((self.intern(ROOT, &name, n.clone()), kind_of(&n), name));
-                    }
+                    let n = self.git_node(root)?;
+                    out.push((self.intern(ROOT, &name, n.clone()), kind_of(&n), name));
                 }
             }
             Node::NarDir | Node::NarinfoDir => {
@@ -499,10 +498,16 @@ impl Filesystem for GroveFs {
         if top {
             self.listings.lock().put(key, entries.clone());
         }
+        let mut full = false;
         for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*child), (i + 1) as u64, *kind, OsStr::from_bytes(name)) {
+                full = true;
                 break;
             }
+        }
+        if top && !full {
+            // The rest fitted: this reader is done with the listing (the kernel keeps it).
+            self.listings.lock().pop(&key);
         }
         reply.ok();
     }

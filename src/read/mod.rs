@@ -135,6 +135,11 @@ impl ReadPath {
         self.with_store(|s| s.list())
     }
 
+    /// Every store path with the root of its files, sorted by hash.
+    pub fn list_roots(&self) -> Result<Vec<(StorePath, Root)>, StoreError> {
+        self.with_store(|s| s.list_roots())
+    }
+
     /// Looks a path up; one the store lacks is fetched from the peers (blocking until then).
     pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
         self.entry_via(hash, "")

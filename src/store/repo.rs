@@ -87,6 +87,17 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// The root of a path's files: the `out` entry of its commit's tree (`name` names the commit
+/// or ref in errors).
+fn root_of(tree: &git2::Tree, name: &str) -> Result<Root> {
+    let corrupt = |why: &str| StoreError::Corrupt(name.to_string(), why.to_string());
+    let out = tree.get_name(OUT_ENTRY).ok_or_else(|| corrupt("no out entry"))?;
+    Ok(Root {
+        kind: Kind::from_mode(out.filemode()).ok_or_else(|| corrupt("bad out mode"))?,
+        oid: out.id(),
+    })
+}
+
 impl Store {
     /// Creates the repository at `path` if there is none, and opens it.
     pub fn init(path: &Path) -> Result<Self> {
@@ -177,11 +188,7 @@ impl Store {
         let info = NarInfo::parse(text)
             .map_err(|e| StoreError::BadMetadata(name.clone(), e))?
             .info;
-        let out = tree.get_name(OUT_ENTRY).ok_or_else(|| corrupt("no out entry"))?;
-        let root = Root {
-            kind: Kind::from_mode(out.filemode()).ok_or_else(|| corrupt("bad out mode"))?,
-            oid: out.id(),
-        };
+        let root = root_of(&tree, &name)?;
         Ok(Entry {
             info,
             commit: oid,
@@ -196,17 +203,34 @@ impl Store {
 
     /// Every store path in the store, sorted by hash.
     pub fn list(&self) -> Result<Vec<StorePath>> {
+        self.list_each(|_, _| Ok(()))
+    }
+
+    /// Every store path with the root of its files, sorted by hash: a commit and a tree read
+    /// per path, no narinfo.
+    pub fn list_roots(&self) -> Result<Vec<(StorePath, Root)>> {
+        let mut roots = Vec::new();
+        let paths = self.list_each(|name, commit| {
+            roots.push(root_of(&commit.tree()?, name)?);
+            Ok(())
+        })?;
+        Ok(paths.into_iter().zip(roots).collect())
+    }
+
+    /// Every store path (from its commit's message), after `each` has seen its ref's name and
+    /// commit.
+    fn list_each(&self, mut each: impl FnMut(&str, &git2::Commit) -> Result<()>) -> Result<Vec<StorePath>> {
         let mut out = Vec::new();
         for r in self.repo.references_glob(&format!("{REF_PREFIX}*"))? {
             let r = r?;
             let commit = r.peel_to_commit()?;
-            let first = commit.message().unwrap_or("").lines().next().unwrap_or("");
             let name = r.name().unwrap_or("?").to_string();
-            out.push(
-                first
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(name, "commit message is not a store path".into()))?,
-            );
+            let first = commit.message().unwrap_or("").lines().next().unwrap_or("");
+            let path = first
+                .parse()
+                .map_err(|_| StoreError::Corrupt(name.clone(), "commit message is not a store path".into()))?;
+            each(&name, &commit)?;
+            out.push(path);
         }
         Ok(out)
     }
