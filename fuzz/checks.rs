@@ -18,6 +18,7 @@ use grove::nix::store_path::StoreHash;
 use grove::serve::error::Reject;
 use grove::serve::range::{parse_range, RangeAnswer};
 use grove::serve::upload::{receive_nar, receive_narinfo};
+use grove::store::raw;
 use grove::store::Store;
 
 /// The NAR parser. Whatever it accepts it read exactly (the reported size is the bytes consumed,
@@ -139,6 +140,20 @@ pub fn range(data: &[u8]) {
 
 /// Cache file names: whatever parses is the canonical name of what it parsed to, so one file
 /// has one name.
+/// The raw commit and tree readers of listings (bytes from the repository on disk): any
+/// answer lies within the input.
+pub fn raw_objects(data: &[u8]) {
+    if let Some((_, message)) = raw::commit_tree_and_message(data) {
+        assert!(data.ends_with(message), "the message is not the commit's tail");
+    }
+    for name in [&b"out"[..], b"narinfo", b""] {
+        if let Some((_, oid)) = raw::tree_entry(data, name) {
+            let id = oid.as_bytes();
+            assert!(data.windows(id.len()).any(|w| w == id), "an id not in the tree");
+        }
+    }
+}
+
 pub fn cache_file(data: &[u8]) {
     let Ok(name) = std::str::from_utf8(data) else { return };
     let Ok(file) = CacheFile::parse(name) else { return };

@@ -72,6 +72,11 @@ fn range() {
 }
 
 #[test]
+fn raw_objects() {
+    run("raw_objects", checks::raw_objects);
+}
+
+#[test]
 fn cache_file() {
     run("cache_file", checks::cache_file);
 }

@@ -108,6 +108,17 @@ pub struct GroveFs {
     cursors: Mutex<LruCache<Reader, Arc<Mutex<Cursor>>>>,
 }
 
+/// Returns the heap's free pages to the system. Listing a top directory allocates and frees
+/// about a kilobyte a path, which glibc's allocator otherwise keeps: a mount's own memory after
+/// listing 100,000 paths was 175 MB without this, 107 MB with it.
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn eio(e: StoreError) -> Errno {
     tracing::error!("mount: {e}");
     Errno::EIO
@@ -265,10 +276,19 @@ impl GroveFs {
                     out.push((self.intern(ROOT, &name, n.clone()), kind_of(&n), name));
                 }
             }
-            Node::NarDir | Node::NarinfoDir => {
-                let ext = if matches!(node, Node::NarDir) { "nar" } else { "narinfo" };
+            Node::NarDir => {
+                for (path, size) in self.read.list_nar_sizes()? {
+                    let name = format!("{}.nar", path.hash()).into_bytes();
+                    let n = Node::Nar {
+                        hash: path.hash(),
+                        size,
+                    };
+                    out.push((self.intern(ino, &name, n), FileType::RegularFile, name));
+                }
+            }
+            Node::NarinfoDir => {
                 for path in self.read.list()? {
-                    let name = format!("{}.{ext}", path.hash()).into_bytes();
+                    let name = format!("{}.narinfo", path.hash()).into_bytes();
                     if let Some(n) = self.resolve(node, &name)? {
                         out.push((self.intern(ino, &name, n), FileType::RegularFile, name));
                     }
@@ -508,6 +528,7 @@ impl Filesystem for GroveFs {
         if top && !full {
             // The rest fitted: this reader is done with the listing (the kernel keeps it).
             self.listings.lock().pop(&key);
+            give_back_freed_memory();
         }
         reply.ok();
     }

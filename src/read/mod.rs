@@ -140,6 +140,11 @@ impl ReadPath {
         self.with_store(|s| s.list_roots())
     }
 
+    /// Every store path with its NAR's size, sorted by hash.
+    pub fn list_nar_sizes(&self) -> Result<Vec<(StorePath, u64)>, StoreError> {
+        self.with_store(|s| s.list_nar_sizes())
+    }
+
     /// Looks a path up; one the store lacks is fetched from the peers (blocking until then).
     pub fn entry(&self, hash: &StoreHash) -> Result<Option<Entry>, StoreError> {
         self.entry_via(hash, "")

@@ -27,6 +27,7 @@ pub mod names;
 mod objects;
 mod pack;
 mod packed_refs;
+pub mod raw;
 pub mod refs;
 mod repo;
 
