@@ -88,6 +88,39 @@ fn sync_adopts_new_paths_and_keeps_conflicting_ones() {
 }
 
 #[test]
+fn fetching_beside_the_store_adopts_new_paths_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = store_with_a_b(&tmp.path().join("source"), "");
+    let remote = GitRemote::new(tmp.path().join("source").to_str().unwrap(), None, None);
+    let dir = tmp.path().join("replica");
+    let replica = Store::init(&dir).unwrap();
+    // A scratch directory of a process that is gone (pid_max is at most 4194304).
+    std::fs::create_dir(dir.join("grove-fetch-4194305-0")).unwrap();
+    let a = remote.fetch_path(&replica, &hash(A)).unwrap().unwrap();
+    assert_eq!(a.added.len(), 1);
+
+    // B with A's commit as the one have: only B comes, and is adopted.
+    let have = commit_of(&replica, A).unwrap();
+    let adopted = remote.fetch_paths_beside(&replica, &[hash(B)], &[have]).unwrap();
+    assert_eq!(adopted.added.len(), 1, "{adopted:?}");
+    assert_eq!(adopted.added[0].to_string(), B);
+    assert_eq!(commit_of(&replica, B), commit_of(&source, B));
+
+    // Without haves the peer sends the whole closure; what is held is reported present.
+    let fresh = Store::init(&tmp.path().join("fresh")).unwrap();
+    let adopted = remote.fetch_paths_beside(&fresh, &[hash(B)], &[]).unwrap();
+    assert_eq!(adopted.added.len(), 2, "{adopted:?}");
+    assert_eq!(commit_of(&fresh, A), commit_of(&source, A));
+
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("grove-fetch-"))
+        .collect();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+}
+
+#[test]
 fn push_creates_missing_refs_only() {
     let tmp = tempfile::tempdir().unwrap();
     let source = store_with_a_b(&tmp.path().join("source"), "");

@@ -16,10 +16,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StoreHash;
 use crate::store::adopt::Adopted;
 use crate::store::index::{parse_records, read_log_at, PATHS_LOG};
-use crate::store::Store;
+use crate::store::{ObjectId, Store};
 
 use super::error::PeerError;
 use super::git::{GitRemote, NAMED_FETCH_LIMIT};
@@ -30,6 +31,10 @@ const PENDING_FOR: Duration = Duration::from_secs(120);
 /// How often a whole sync runs anyway: it finds paths the primary got without announcing them
 /// (a `git push` into it), and costs a listing of the primary's refs.
 const WHOLE_SYNC_EVERY: Duration = Duration::from_secs(600);
+
+/// Up to this many new paths a step fetches beside the store (see
+/// [`GitRemote::fetch_paths_beside`]), asking the primary for each one's references first.
+const BESIDE_LIMIT: usize = 64;
 
 /// How much of the log one step reads.
 const LOG_PART: usize = 4 << 20;
@@ -144,7 +149,13 @@ impl Follower {
             step.whole = true;
         } else if !wanted.is_empty() {
             let hashes: Vec<StoreHash> = wanted.iter().map(|(h, _)| *h).collect();
-            step.adopted = self.remote.fetch_paths(store, &hashes)?;
+            step.adopted = match self.haves(store, &hashes) {
+                Some(haves) => {
+                    tracing::debug!("{}: {} paths, {} haves", self.url(), hashes.len(), haves.len());
+                    self.remote.fetch_paths_beside(store, &hashes, &haves)?
+                }
+                None => self.remote.fetch_paths(store, &hashes)?,
+            };
         }
         for (h, since) in wanted {
             if store.commit_of_ref(&h)?.is_none() {
@@ -154,6 +165,49 @@ impl Follower {
         step.pending = self.pending.len();
         self.offset = Some(offset + used as u64);
         Ok(step)
+    }
+
+    /// The commits this store holds of the references of `hashes` (read from the primary's
+    /// narinfo), for a fetch that negotiates with those alone; `None` for a batch too large to
+    /// ask about path by path, or when a path's references cannot be read (it is then fetched
+    /// the plain way).
+    fn haves(&self, store: &Store, hashes: &[StoreHash]) -> Option<Vec<ObjectId>> {
+        if hashes.len() > BESIDE_LIMIT {
+            return None;
+        }
+        let mut haves = Vec::new();
+        for h in hashes {
+            for r in self.references(h)? {
+                if let Ok(Some(oid)) = store.commit_of_ref(&r) {
+                    haves.push(oid);
+                }
+            }
+        }
+        haves.sort();
+        haves.dedup();
+        Some(haves)
+    }
+
+    /// The references of `hash` (itself excluded) as the primary's narinfo gives them.
+    fn references(&self, hash: &StoreHash) -> Option<Vec<StoreHash>> {
+        let info = match &self.log {
+            LogSource::None => return None,
+            LogSource::File(log) => Store::open(log.parent()?).ok()?.get(hash).ok()??.info,
+            LogSource::Http { url, auth, agent } => {
+                let base = url.strip_suffix(&format!("/git/{PATHS_LOG}"))?;
+                let mut req = agent.get(&format!("{base}/{hash}.narinfo"));
+                if let Some(auth) = auth {
+                    req = req.header("Authorization", auth);
+                }
+                let mut resp = req.call().ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                let text = resp.body_mut().read_to_string().ok()?;
+                NarInfo::parse(&text).ok()?.info
+            }
+        };
+        Some(info.other_references().map(|p| p.hash()).collect())
     }
 
     /// A whole sync; the log's length is read first, so nothing added meanwhile is missed.

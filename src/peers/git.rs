@@ -151,6 +151,58 @@ impl GitRemote {
         Ok(store.adopt_namespace(&ns, false)?)
     }
 
+    /// [`GitRemote::fetch_paths`] from a scratch Git directory beside the store: it writes into
+    /// the store's objects (`GIT_OBJECT_DIRECTORY`) but holds as refs only `haves`, the commits
+    /// of the paths' references that the store holds. `git fetch` negotiates with and checks
+    /// connectivity against every ref of the repository it runs in, which in the store itself
+    /// means every path (0.36 s for one path at 100,000 paths, most of it those two); here it
+    /// is a handful. Missing haves cost bytes, never correctness: the peer then sends more.
+    pub fn fetch_paths_beside(
+        &self,
+        store: &Store,
+        hashes: &[StoreHash],
+        haves: &[ObjectId],
+    ) -> Result<Adopted, PeerError> {
+        let scratch = Scratch::new(store.path())?;
+        let objects = store.path().join("objects");
+        self.run_git(scratch.path(), None, &["init", "--bare", "--quiet"], None)?;
+        for (i, oid) in haves.iter().enumerate() {
+            let name = scratch.path().join("refs").join(format!("have-{i}"));
+            std::fs::write(name, format!("{oid}\n")).map_err(|e| self.io(e))?;
+        }
+        let specs: String = hashes
+            .iter()
+            .map(|h| format!("+{REF_PREFIX}{h}*:refs/fetched/{h}*\n"))
+            .collect();
+        let args = [
+            "-c",
+            "protocol.version=2",
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--quiet",
+            "--stdin",
+            "--",
+            &self.url,
+        ];
+        self.run_git(scratch.path(), Some(&objects), &args, Some(specs.into_bytes()))?;
+        let listing = self.run_git(
+            scratch.path(),
+            Some(&objects),
+            &["for-each-ref", "--format=%(objectname)", "refs/fetched/"],
+            None,
+        )?;
+        let tips = listing
+            .lines()
+            .filter_map(|l| ObjectId::from_str(l.trim()).ok())
+            .collect();
+        Ok(store.adopt(tips, false)?)
+    }
+
+    fn io(&self, e: std::io::Error) -> PeerError {
+        PeerError::Git(self.url.clone(), e.to_string())
+    }
+
     /// Pushes `entries` (callers pass whole closures) to the peer without overwriting anything:
     /// `added` are the paths pushed.
     pub fn push(&self, store: &Store, entries: &[Entry]) -> Result<RefOutcome, PeerError> {
@@ -219,7 +271,21 @@ impl GitRemote {
 
     /// [`GitRemote::git`] with `input` on git's standard input.
     fn git_with_input(&self, dir: &Path, args: &[&str], input: Option<Vec<u8>>) -> Result<String, PeerError> {
+        self.run_git(dir, None, args, input)
+    }
+
+    /// Runs git in the Git directory `dir` (with the object directory `objects`, if given).
+    fn run_git(
+        &self,
+        dir: &Path,
+        objects: Option<&Path>,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<String, PeerError> {
         let mut cmd = Command::new("git");
+        if let Some(objects) = objects {
+            cmd.env("GIT_OBJECT_DIRECTORY", objects);
+        }
         if let Some(key) = &self.ssh_key {
             // Git runs ssh through the shell: quote the path for it.
             let quoted = key.display().to_string().replace('\'', "'\\''");
@@ -305,6 +371,55 @@ impl GitRemote {
             return Err(PeerError::Git(self.url.clone(), msg));
         }
         Ok(out)
+    }
+}
+
+/// A scratch Git directory in the store's directory, removed when dropped; those of processes
+/// that died are removed by the next one.
+struct Scratch(PathBuf);
+
+/// The prefix of scratch directories' names.
+const SCRATCH: &str = "grove-fetch-";
+
+impl Scratch {
+    fn new(store: &Path) -> Result<Self, PeerError> {
+        let io = |e: std::io::Error| PeerError::Git(store.display().to_string(), e.to_string());
+        for entry in std::fs::read_dir(store).map_err(io)?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SCRATCH))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: signal 0 only checks that the process exists.
+            let dead = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if dead {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{SCRATCH}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = store.join(name);
+        std::fs::create_dir(&dir).map_err(io)?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -86,8 +86,10 @@ impl Store {
         self.adopt(tips.iter().map(|(_, oid)| *oid).collect(), all_or_nothing)
     }
 
-    /// Adopts the commits reachable from `tips` (see the module docs).
-    fn adopt(&self, tips: Vec<ObjectId>, all_or_nothing: bool) -> Result<Adopted, StoreError> {
+    /// Adopts the commits reachable from `tips` (see the module docs), whose objects a fetch
+    /// wrote into this store's object directory without a ref (see
+    /// `peers::git::GitRemote::fetch_paths_beside`).
+    pub fn adopt(&self, tips: Vec<ObjectId>, all_or_nothing: bool) -> Result<Adopted, StoreError> {
         let mut report = Adopted::default();
         let mut good: BTreeMap<ObjectId, StorePath> = BTreeMap::new();
         let mut bad: BTreeSet<ObjectId> = BTreeSet::new();
