@@ -128,14 +128,26 @@ impl GitRemote {
     /// `ref-prefix` each), so the cost does not grow with the peer's size.
     pub fn fetch_paths(&self, store: &Store, hashes: &[StoreHash]) -> Result<Adopted, PeerError> {
         let ns = incoming_namespace();
-        // A refspec `refs/nix/<hash>*` matches the ref if it exists and is no error if it
-        // does not (a plain one fails the whole fetch); refspecs go on standard input, so a
-        // batch is not bounded by the argument list.
+        self.clean_quarantine(store);
+        self.fetch_named(store.path(), None, hashes, &ns)?;
+        Ok(store.adopt_namespace(&ns, false)?)
+    }
+
+    /// Fetches the refs of `hashes` into `into/<hash>` of the Git directory `dir` (writing
+    /// objects to `objects` if given). A refspec `refs/nix/<hash>*` matches the ref if it
+    /// exists and is no error if it does not (a plain one fails the whole fetch); refspecs go
+    /// on standard input, so a batch is not bounded by the argument list.
+    fn fetch_named(
+        &self,
+        dir: &Path,
+        objects: Option<&Path>,
+        hashes: &[StoreHash],
+        into: &str,
+    ) -> Result<(), PeerError> {
         let specs: String = hashes
             .iter()
-            .map(|h| format!("+{REF_PREFIX}{h}*:{ns}/{h}*\n"))
+            .map(|h| format!("+{REF_PREFIX}{h}*:{into}/{h}*\n"))
             .collect();
-        self.clean_quarantine(store);
         let args = [
             "-c",
             "protocol.version=2",
@@ -147,8 +159,7 @@ impl GitRemote {
             "--",
             &self.url,
         ];
-        self.git_with_input(store.path(), &args, Some(specs.into_bytes()))?;
-        Ok(store.adopt_namespace(&ns, false)?)
+        self.run_git(dir, objects, &args, Some(specs.into_bytes())).map(drop)
     }
 
     /// [`GitRemote::fetch_paths`] from a scratch Git directory beside the store: it writes into
@@ -170,22 +181,7 @@ impl GitRemote {
             let name = scratch.path().join("refs").join(format!("have-{i}"));
             std::fs::write(name, format!("{oid}\n")).map_err(|e| self.io(e))?;
         }
-        let specs: String = hashes
-            .iter()
-            .map(|h| format!("+{REF_PREFIX}{h}*:refs/fetched/{h}*\n"))
-            .collect();
-        let args = [
-            "-c",
-            "protocol.version=2",
-            "fetch",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--quiet",
-            "--stdin",
-            "--",
-            &self.url,
-        ];
-        self.run_git(scratch.path(), Some(&objects), &args, Some(specs.into_bytes()))?;
+        self.fetch_named(scratch.path(), Some(&objects), hashes, "refs/fetched")?;
         let listing = self.run_git(
             scratch.path(),
             Some(&objects),
@@ -266,15 +262,11 @@ impl GitRemote {
 
     /// Runs git in the store; returns its standard output, or its standard error as the error.
     fn git(&self, dir: &Path, args: &[&str]) -> Result<String, PeerError> {
-        self.git_with_input(dir, args, None)
+        self.run_git(dir, None, args, None)
     }
 
-    /// [`GitRemote::git`] with `input` on git's standard input.
-    fn git_with_input(&self, dir: &Path, args: &[&str], input: Option<Vec<u8>>) -> Result<String, PeerError> {
-        self.run_git(dir, None, args, input)
-    }
-
-    /// Runs git in the Git directory `dir` (with the object directory `objects`, if given).
+    /// Runs git in the Git directory `dir` (with the object directory `objects`, if given, and
+    /// `input` on its standard input).
     fn run_git(
         &self,
         dir: &Path,

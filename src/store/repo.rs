@@ -99,6 +99,13 @@ fn root_of(tree: &git2::Tree, name: &str) -> Result<Root> {
     })
 }
 
+/// The mode and object of `entry` in `tree`, read raw (`name` names the path in errors).
+fn raw_entry(odb: &git2::Odb, tree: ObjectId, entry: &str, name: &str) -> Result<(i32, ObjectId)> {
+    let tree = odb.read(tree)?;
+    raw::tree_entry(tree.data(), entry.as_bytes())
+        .ok_or_else(|| StoreError::Corrupt(name.to_string(), format!("no {entry} entry")))
+}
+
 impl Store {
     /// Creates the repository at `path` if there is none, and opens it.
     pub fn init(path: &Path) -> Result<Self> {
@@ -213,14 +220,10 @@ impl Store {
         let odb = self.repo.odb()?;
         let mut roots = Vec::new();
         let paths = self.list_each(|name, tree| {
-            let corrupt = |why: &str| StoreError::Corrupt(name.to_string(), why.to_string());
-            let tree = odb.read(tree)?;
-            let (mode, oid) =
-                raw::tree_entry(tree.data(), OUT_ENTRY.as_bytes()).ok_or_else(|| corrupt("no out entry"))?;
-            roots.push(Root {
-                kind: Kind::from_mode(mode).ok_or_else(|| corrupt("bad out mode"))?,
-                oid,
-            });
+            let (mode, oid) = raw_entry(&odb, tree, OUT_ENTRY, name)?;
+            let kind =
+                Kind::from_mode(mode).ok_or_else(|| StoreError::Corrupt(name.to_string(), "bad out mode".into()))?;
+            roots.push(Root { kind, oid });
             Ok(())
         })?;
         Ok(paths.into_iter().zip(roots).collect())
@@ -232,12 +235,10 @@ impl Store {
         let odb = self.repo.odb()?;
         let mut sizes = Vec::new();
         let paths = self.list_each(|name, tree| {
-            let corrupt = |why: &str| StoreError::Corrupt(name.to_string(), why.to_string());
-            let tree = odb.read(tree)?;
-            let (_, meta) =
-                raw::tree_entry(tree.data(), NARINFO_ENTRY.as_bytes()).ok_or_else(|| corrupt("no narinfo entry"))?;
+            let (_, meta) = raw_entry(&odb, tree, NARINFO_ENTRY, name)?;
             let meta = odb.read(meta)?;
-            let text = std::str::from_utf8(meta.data()).map_err(|_| corrupt("narinfo is not UTF-8"))?;
+            let text = std::str::from_utf8(meta.data())
+                .map_err(|_| StoreError::Corrupt(name.to_string(), "narinfo is not UTF-8".into()))?;
             let info = NarInfo::parse(text).map_err(|e| StoreError::BadMetadata(name.to_string(), e))?;
             sizes.push(info.info.nar_size);
             Ok(())
