@@ -175,9 +175,14 @@ impl Follower {
         if hashes.len() > BESIDE_LIMIT {
             return None;
         }
+        // A local primary is opened once for the batch, not once a path.
+        let primary = match &self.log {
+            LogSource::File(log) => Some(Store::open(log.parent()?).ok()?),
+            _ => None,
+        };
         let mut haves = Vec::new();
         for h in hashes {
-            for r in self.references(h)? {
+            for r in self.references(primary.as_ref(), h)? {
                 if let Ok(Some(oid)) = store.commit_of_ref(&r) {
                     haves.push(oid);
                 }
@@ -188,11 +193,12 @@ impl Follower {
         Some(haves)
     }
 
-    /// The references of `hash` (itself excluded) as the primary's narinfo gives them.
-    fn references(&self, hash: &StoreHash) -> Option<Vec<StoreHash>> {
+    /// The references of `hash` (itself excluded) as the primary's narinfo gives them
+    /// (`primary`: the store of a local primary).
+    fn references(&self, primary: Option<&Store>, hash: &StoreHash) -> Option<Vec<StoreHash>> {
         let info = match &self.log {
             LogSource::None => return None,
-            LogSource::File(log) => Store::open(log.parent()?).ok()?.get(hash).ok()??.info,
+            LogSource::File(_) => primary?.get(hash).ok()??.info,
             LogSource::Http { url, auth, agent } => {
                 let base = url.strip_suffix(&format!("/git/{PATHS_LOG}"))?;
                 let mut req = agent.get(&format!("{base}/{hash}.narinfo"));
